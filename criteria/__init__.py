@@ -1,0 +1,28 @@
+"""Importance criteria, one per module, looked up by name."""
+
+from __future__ import annotations
+
+from spa.criteria.base import Criterion, aggregate_over_params
+from spa.criteria.bn_scale import BNScaleCriterion
+from spa.criteria.l1 import L1Criterion
+from spa.criteria.l2 import L2Criterion
+from spa.criteria.random import RandomCriterion
+
+from spa.errors import InvalidArgumentError
+
+CRITERIA: dict[str, type[Criterion]] = {
+    c.name: c for c in (L1Criterion, L2Criterion, BNScaleCriterion, RandomCriterion)
+}
+
+
+def get_criterion(name: str, seed: int = 0) -> Criterion:
+    """An instance of the criterion called ``name``; raises InvalidArgumentError if unknown."""
+    try:
+        return CRITERIA[name](seed=seed)
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown criterion '{name}'; choose one of: {', '.join(sorted(CRITERIA))}"
+        ) from None
+
+
+__all__ = ["CRITERIA", "Criterion", "aggregate_over_params", "get_criterion"]

@@ -1,0 +1,18 @@
+"""``l1``: a unit's importance is the sum of |w| over every weight that belongs to it."""
+
+from __future__ import annotations
+
+import numpy as np
+from spa.criteria.base import Criterion, aggregate_over_params
+
+from spa.graph import ModelContext
+from spa.groups import Group
+
+
+class L1Criterion(Criterion):
+    """Sum of absolute values over all member weights (filters, BN params, consumer columns)."""
+
+    name = "l1"
+
+    def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
+        return aggregate_over_params(group, ctx, lambda rows: np.abs(rows).sum(axis=1))

@@ -1,0 +1,18 @@
+"""``l2``: a unit's importance is the Euclidean norm of all weights that belong to it."""
+
+from __future__ import annotations
+
+import numpy as np
+from spa.criteria.base import Criterion, aggregate_over_params
+
+from spa.graph import ModelContext
+from spa.groups import Group
+
+
+class L2Criterion(Criterion):
+    """sqrt of the sum of squares over all member weights of the unit."""
+
+    name = "l2"
+
+    def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
+        return np.sqrt(aggregate_over_params(group, ctx, lambda rows: np.square(rows).sum(axis=1)))

@@ -1,0 +1,1 @@
+"""Model zoo for SPA: tiny torch models exported to ONNX as pruning test fixtures."""

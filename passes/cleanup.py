@@ -1,0 +1,72 @@
+"""Remove initializers nothing reads any more, and sort nodes topologically.
+
+Rules: an initializer that is neither a node input (in the main graph or any subgraph) nor a
+graph input or output is removed — these are the shape constants replaced by
+RewriteShapeConstantsPass. Nodes are then ordered so every input is produced before it is read
+(stable: an already sorted graph keeps its order). Nodes are never removed.
+Refuses (PassError) a graph with a cycle.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+
+import onnx
+from spa.passes.base import Pass, PassError, PassResult
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                used |= _used_names(sub)
+                used.update(o.name for o in sub.output)
+    return used
+
+
+class CleanupPass(Pass):
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        g = model.graph
+        used = _used_names(g) | {o.name for o in g.output} | {i.name for i in g.input}
+        keep = [t for t in g.initializer if t.name in used]
+        modified = len(keep) != len(g.initializer)
+        if modified:
+            del g.initializer[:]
+            g.initializer.extend(keep)
+        order = _toposort(g)
+        if order != list(range(len(g.node))):
+            nodes = [g.node[i] for i in order]
+            copies = [onnx.NodeProto() for _ in nodes]
+            for c, n in zip(copies, nodes):
+                c.CopyFrom(n)
+            del g.node[:]
+            g.node.extend(copies)
+            modified = True
+        return PassResult(model, modified)
+
+
+def _toposort(g: onnx.GraphProto) -> list[int]:
+    producer = {o: i for i, n in enumerate(g.node) for o in n.output if o}
+    deps: dict[int, set[int]] = defaultdict(set)
+    users: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(g.node):
+        for name in set(n.input):
+            j = producer.get(name)
+            if j is not None and j != i and j not in deps[i]:
+                deps[i].add(j)
+                users[j].append(i)
+    order: list[int] = []
+    heap = [i for i in range(len(g.node)) if not deps[i]]  # smallest index first: stable
+    while heap:
+        i = heapq.heappop(heap)
+        order.append(i)
+        for u in users[i]:
+            deps[u].discard(i)
+            if not deps[u]:
+                heapq.heappush(heap, u)
+    if len(order) != len(g.node):
+        raise PassError("graph has a cycle; cannot sort it")
+    return order

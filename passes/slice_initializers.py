@@ -1,0 +1,62 @@
+"""Slice stored tensors (initializers and Constant outputs) along pruned axes.
+
+Rules: for every plan entry ``(tensor, axis, size, keep)``, a tensor whose axis still has the
+original ``size`` is replaced by ``take(keep, axis)``; one whose axis already has ``len(keep)``
+entries is left alone (so the pass is idempotent).
+
+Refuses (PassError) a tensor that is missing, or whose axis has neither size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+from spa.passes.base import Pass, PassError, PassResult
+
+from spa.plan import SliceEntry
+
+
+def stored_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
+    """Every initializer and Constant-node tensor of the main graph, by name."""
+    out = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    out[node.output[0]] = a.t
+    return out
+
+
+class SliceInitializersPass(Pass):
+    def __init__(self, slices: list[SliceEntry]) -> None:
+        self.by_tensor: dict[str, list[SliceEntry]] = defaultdict(list)
+        for s in slices:
+            self.by_tensor[s.initializer].append(s)
+
+    def requires(self, model: onnx.ModelProto) -> None:
+        missing = set(self.by_tensor) - set(stored_tensors(model))
+        if missing:
+            raise PassError(f"tensors to slice are not in the model: {sorted(missing)[:5]}")
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        tensors = stored_tensors(model)
+        modified = False
+        for name, entries in self.by_tensor.items():
+            proto = tensors[name]
+            arr = numpy_helper.to_array(proto)
+            changed = False
+            for e in entries:
+                n = arr.shape[e.axis]
+                if n == len(e.keep):
+                    continue
+                if n != e.size:
+                    raise PassError(f"'{name}' axis {e.axis} has size {n}, expected {e.size} or {len(e.keep)}")
+                arr = np.take(arr, np.asarray(e.keep, dtype=np.int64), axis=e.axis)
+                changed = True
+            if changed:
+                proto.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+                modified = True
+        return PassResult(model, modified)

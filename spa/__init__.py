@@ -1,0 +1,26 @@
+"""SPA — Structurally Prune Anything: structured pruning of ONNX models.
+
+``import spa`` stays light: it needs onnx, numpy and networkx, never torch.
+"""
+
+from __future__ import annotations
+
+from spa.api import Analysis, PruneResult, analyze, prune, verify_models
+from spa.errors import SpaError
+from spa.io import load_model, save_model
+from spa.plan import Plan
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Analysis",
+    "Plan",
+    "PruneResult",
+    "SpaError",
+    "__version__",
+    "analyze",
+    "load_model",
+    "prune",
+    "save_model",
+    "verify_models",
+]

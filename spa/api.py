@@ -1,0 +1,171 @@
+"""The Python API: :func:`analyze`, :func:`prune` and :func:`verify_models`.
+
+    import spa
+    model, plan, report = spa.prune("model.onnx", ratio=0.4, criterion="l1")
+
+Nothing here writes files; the CLI does that (atomically).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+
+from spa.coupling import CouplingGraph, Progress, build_coupling
+from spa.errors import InvalidArgumentError
+from spa.graph import ModelContext
+from spa.groups import Group, apply_exclusions, find_groups
+from spa.io import check_is_model, load_model
+from spa.metrics import Cost, measure
+from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
+from spa.report import BlockedGroup, Report
+from spa.rewrite import apply_plan, check_valid
+from spa.selection import check_ratio, select_units
+from spa.verify import Verification, verify
+
+log = logging.getLogger(__name__)
+
+ModelLike = onnx.ModelProto | str | os.PathLike[str]
+
+
+@dataclass
+class Analysis:
+    """A model indexed and split into groups. ``model`` is SPA's private working copy."""
+
+    source: str
+    original: onnx.ModelProto
+    model: onnx.ModelProto
+    ctx: ModelContext
+    coupling: CouplingGraph
+    groups: list[Group]
+
+    @property
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+
+class PruneResult(NamedTuple):
+    model: onnx.ModelProto
+    plan: Plan
+    report: Report
+
+
+def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
+    if isinstance(model, onnx.ModelProto):
+        check_is_model(model)
+        return model, model.graph.name or "model"
+    return load_model(model), str(model)
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference with data propagation; falls back to the model's own value_info."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference errors come in many types
+        log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
+        return model
+
+
+def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None) -> Analysis:
+    """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed)."""
+    original, source = _load(model)
+    work = onnx.ModelProto()
+    work.CopyFrom(original)
+    ctx = ModelContext.build(work, infer_shapes(work))
+    cg = build_coupling(ctx, progress)
+    groups = find_groups(cg, ctx)
+    apply_exclusions(groups, ctx, list(exclude))
+    return Analysis(source, original, work, ctx, cg, groups)
+
+
+def prune(
+    model: ModelLike,
+    ratio: float = 0.4,
+    criterion: str = "l1",
+    *,
+    global_ranking: bool = False,
+    round_to: int = 1,
+    exclude: Sequence[str] = (),
+    seed: int = 0,
+    from_plan: Plan | None = None,
+    verify_result: bool = False,
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> PruneResult:
+    """Prune ``model`` and return ``(pruned model, plan, report)``.
+
+    ``ratio`` removes ``floor(ratio · n)`` units of every prunable group (``global_ranking``
+    ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring.
+    The returned model has passed the full ONNX checker and an onnxruntime run.
+    """
+    from spa.criteria import get_criterion
+
+    t0 = time.perf_counter()
+    crit = get_criterion(criterion, seed=seed) if from_plan is None else None
+    if from_plan is None:
+        check_ratio(ratio)
+    a = analyze(model, exclude, progress)
+    before = measure(a.ctx)  # before apply_plan mutates the working copy
+    t1 = time.perf_counter()
+    if from_plan is not None:
+        kept_units = units_from_plan(from_plan, a.groups, a.ctx)
+        crit_name, ratio = from_plan.criterion, from_plan.ratio
+    else:
+        assert crit is not None
+        scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
+        kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+        crit_name = crit.name
+    t2 = time.perf_counter()
+    options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed}
+    plan = make_plan(os.path.basename(a.source), crit_name, ratio, a.groups, kept_units, a.ctx, options,
+                     compensated=bool(crit is not None and crit.compensates))
+    kept = kept_spaces(a.groups, kept_units)
+    pruned = apply_plan(a.model, a.ctx, plan, kept) if plan.slices else a.model
+    check_valid(pruned, a.original, device)
+    t3 = time.perf_counter()
+    after = measure(ModelContext.build(pruned, infer_shapes(pruned)))
+    report = _report(a, plan, kept_units, before, after, crit_name, ratio)
+    if verify_result:
+        v = verify(a.original, pruned, plan, seed=seed, device=device)
+        report.verification = {**v.to_dict(), "summary": v.summary()}
+    t4 = time.perf_counter()
+    report.seconds = {"analyze": t1 - t0, "score": t2 - t1, "rewrite": t3 - t2, "measure": t4 - t3}
+    return PruneResult(pruned, plan, report)
+
+
+def _report(a: Analysis, plan: Plan, kept_units: dict[int, np.ndarray], before: Cost, after: Cost,
+            criterion: str, ratio: float) -> Report:
+    r = Report(model=a.source, criterion=criterion, ratio=ratio, before=before, after=after)
+    r.groups_total = len(a.groups)
+    r.groups_prunable = len(a.prunable)
+    for g in a.groups:
+        if g.blocked:
+            r.blocked.append(BlockedGroup(g.id, g.describe(a.ctx), g.n_units, "; ".join(g.blocked)))
+        elif g.id in kept_units and len(kept_units[g.id]) < g.n_units:
+            r.groups_pruned += 1
+            r.units_removed += g.n_units - len(kept_units[g.id])
+        else:
+            r.groups_unchanged += 1
+    return r
+
+
+def verify_models(
+    original: ModelLike, pruned: ModelLike, plan: Plan | None, *, seed: int = 0,
+    atol: float | None = None, rtol: float | None = None, device: str = "cpu",
+) -> Verification:
+    """Masked-equivalence check of ``pruned`` against ``original`` (see :mod:`spa.verify`)."""
+    from spa.verify import ATOL, RTOL
+
+    o, _ = _load(original)
+    p, _ = _load(pruned)
+    if atol is not None and atol < 0 or rtol is not None and rtol < 0:
+        raise InvalidArgumentError("--atol and --rtol must be >= 0")
+    return verify(o, p, plan, seed=seed, atol=ATOL if atol is None else atol,
+                  rtol=RTOL if rtol is None else rtol, device=device)

@@ -1,0 +1,261 @@
+"""The ``spa`` command line: ``prune``, ``groups``, ``verify`` and ``info``.
+
+Exit codes: 0 ok (also "nothing to prune"), 1 user error, 2 usage, 3 verification failed.
+Reports go to stdout, logs to stderr; user errors print one line and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from spa.errors import SpaError, VerificationError
+
+log = logging.getLogger("spa")
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: usage error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="less output (-qq: errors only)")
+
+
+def _ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spa", description=__doc__.splitlines()[0] if __doc__ else None)
+    from spa import __version__
+
+    parser.add_argument("--version", action="version", version=f"spa {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("prune", help=cmd_prune.__doc__.splitlines()[0], description=cmd_prune.__doc__)  # type: ignore[union-attr]
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("--ratio", type=_ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
+    p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
+    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random (default l1)")
+    p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
+    p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
+    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
+    p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
+    p.add_argument("--verify", action="store_true", help="check masked equivalence before writing; exit 3 on mismatch")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device for checks")
+    _add_common(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("groups", help=cmd_groups.__doc__.splitlines()[0], description=cmd_groups.__doc__)  # type: ignore[union-attr]
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    _add_common(p)
+    p.set_defaults(func=cmd_groups)
+
+    p = sub.add_parser("verify", help=cmd_verify.__doc__.splitlines()[0], description=cmd_verify.__doc__)  # type: ignore[union-attr]
+    p.add_argument("original")
+    p.add_argument("pruned")
+    p.add_argument("--plan", help="the plan that produced PRUNED (without it, outputs are compared as is)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true")
+    _add_common(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("info", help=cmd_info.__doc__.splitlines()[0], description=cmd_info.__doc__)  # type: ignore[union-attr]
+    _add_common(p)
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING - 10 * args.verbose + 10 * args.quiet
+    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _progress_bar() -> Callable[[str, int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def draw(stage: str, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{stage:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+
+    return draw
+
+
+def _out(args: argparse.Namespace, text: str) -> None:
+    if args.quiet < 1:
+        print(text)
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune MODEL and write a smaller, dense, checked ONNX model.
+
+    Removes whole channels (filters, hidden units) group by group, rewrites the graph, checks the
+    result with the full ONNX checker and onnxruntime, and prints a before/after table.
+    """
+    from spa.api import prune
+    from spa.io import check_output_path, default_output_path, load_model, save_model
+    from spa.plan import Plan
+    from spa.selection import check_ratio
+
+    if args.from_plan is None:
+        check_ratio(args.ratio)
+    out = Path(args.output) if args.output else default_output_path(args.model)
+    model = load_model(args.model)
+    check_output_path(out, args.model)
+    for extra in (args.plan, args.report):
+        if extra:
+            check_output_path(extra, args.model)
+    plan_in = Plan.load(args.from_plan) if args.from_plan else None
+    result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
+                   round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
+                   verify_result=args.verify, device=args.device, progress=_progress_bar())
+    result.report.model = args.model
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K")
+    if result.report.groups_prunable == 0:
+        _out(args, f"nothing to prune in {args.model}: every group is blocked or has one channel "
+                   "(run `spa groups` to see why); no output written")
+        return EXIT_OK
+    if result.report.verification is not None and not result.report.verification["passed"]:
+        _out(args, result.report.table())
+        raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
+    save_model(result.model, out)
+    result.report.output = str(out)
+    if args.plan:
+        result.plan.save(args.plan)
+    if args.report:
+        from spa.io import write_text_atomic
+
+        write_text_atomic(args.report, json.dumps(result.report.to_dict(), indent=1) + "\n")
+    _out(args, result.report.table())
+    _out(args, f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    """List the coupled channel groups of MODEL: size, members, and why any is blocked."""
+    from spa.api import analyze
+
+    a = analyze(args.model, args.exclude)
+    rows = []
+    for g in a.groups:
+        rows.append({
+            "id": g.id, "name": g.describe(a.ctx), "units": g.n_units,
+            "status": "blocked" if g.blocked else ("prunable" if g.prunable else "single"),
+            "reasons": g.blocked, "members": [f"{t}:{ax}" for t, ax in g.members],
+            "weights": [f"{t}:{ax}" for t, ax in g.params(a.ctx)],
+        })
+    if args.json:
+        print(json.dumps({"model": args.model, "groups": rows}, indent=1))
+        return EXIT_OK
+    n_ok = sum(r["status"] == "prunable" for r in rows)
+    _out(args, f"{args.model}: {len(rows)} groups, {n_ok} prunable, "
+               f"{sum(r['status'] == 'blocked' for r in rows)} blocked")
+    _out(args, f"{'id':>4} {'units':>6}  {'status':9} {'members':>7}  name / reason")
+    for r in rows:
+        line = f"{r['id']:>4} {r['units']:>6}  {r['status']:9} {len(r['members']):>7}  {r['name']}"
+        _out(args, line)
+        for reason in r["reasons"]:
+            _out(args, f"{'':31}blocked: {reason}")
+        if args.verbose:
+            _out(args, f"{'':31}members: {', '.join(r['members'])}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check that PRUNED equals ORIGINAL with the plan's removed channels masked to zero.
+
+    Runs both in onnxruntime on the same seeded random inputs; exits 3 on a mismatch. Without
+    --plan the outputs are compared directly.
+    """
+    from spa.api import verify_models
+    from spa.plan import Plan
+
+    plan = Plan.load(args.plan) if args.plan else None
+    v = verify_models(args.original, args.pruned, plan, seed=args.seed, atol=args.atol, rtol=args.rtol,
+                      device=args.device)
+    if args.json:
+        print(json.dumps(v.to_dict(), indent=1))
+    else:
+        for o in v.outputs:
+            _out(args, f"  {o.name}: max abs diff {o.max_abs:.3g} (output scale {o.scale:.3g}) {'ok' if o.ok else 'MISMATCH'}")
+        _out(args, v.summary())
+    if not v.passed:
+        raise VerificationError(v.summary())
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Show versions, the onnxruntime build and providers, and the ops SPA has rules for."""
+    import onnx
+
+    from spa import __version__
+    from spa.rules import registered_op_types
+    from spa.runtime import installed_runtimes
+
+    runtimes = installed_runtimes()
+    _out(args, f"spa {__version__}, onnx {onnx.__version__}, python {sys.version.split()[0]}")
+    _out(args, f"onnxruntime distributions: {', '.join(runtimes) or 'none'}")
+    if len(runtimes) > 1:
+        _out(args, "WARNING: both onnxruntime and onnxruntime-gpu are installed; they overwrite each other. "
+                   "Fix: pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu")
+    try:
+        import onnxruntime as ort
+
+        _out(args, f"providers: {', '.join(ort.get_available_providers())}")
+    except ImportError as exc:
+        _out(args, f"onnxruntime does not import: {exc}")
+    _out(args, f"coupling rules for {len(registered_op_types())} ops: {' '.join(registered_op_types())}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    start = time.perf_counter()
+    cmd = "spa " + shlex.join(argv)
+    try:
+        code = args.func(args)
+    except SpaError as exc:
+        print(f"spa: error: {exc}", file=sys.stderr)
+        if args.quiet < 2:
+            print(f"FAILED | {time.perf_counter() - start:.2f} s | {cmd}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("spa: interrupted", file=sys.stderr)
+        return 130
+    if args.quiet < 1:
+        print(f"PASSED | {time.perf_counter() - start:.2f} s | {cmd}")
+    return code

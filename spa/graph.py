@@ -1,0 +1,261 @@
+"""A read-only index over an ONNX graph: producers, consumers, constants and shapes.
+
+The index is built once per model (after shape inference) and handed to the coupling rules,
+the criteria and the rewrite passes, so none of them walks the protobuf on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+log = logging.getLogger(__name__)
+
+Space = tuple[str, int]
+"""A channel space: ``(tensor name, axis)`` with a non-negative axis."""
+
+Shape = tuple[int | None, ...]
+
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of attribute ``name`` of ``node``, or ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    """``OpType 'name'`` for messages."""
+    return f"{node.op_type} '{node.name}'"
+
+
+@dataclass
+class ModelContext:
+    """Index of one model. Node objects are those of ``model`` (mutating them is visible)."""
+
+    model: onnx.ModelProto
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=lambda: defaultdict(list))
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    dtypes: dict[str, int] = field(default_factory=dict)
+    initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
+    constant_nodes: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    graph_inputs: list[str] = field(default_factory=list)
+    graph_outputs: list[str] = field(default_factory=list)
+    opset: int = 0
+    node_index: dict[str, int] = field(default_factory=dict)
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    _const_memo: dict[str, bool] = field(default_factory=dict)
+    _folded: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, model: onnx.ModelProto, inferred: onnx.ModelProto | None = None) -> ModelContext:
+        """Index ``model``; shapes are read from ``inferred`` (a shape-inferred copy) if given."""
+        from spa.io import default_opset
+
+        ctx = cls(model=model, opset=default_opset(model))
+        g = model.graph
+        _name_nodes(g)
+        for init in g.initializer:
+            ctx.initializers[init.name] = init
+            ctx.shapes[init.name] = tuple(int(d) for d in init.dims)
+            ctx.dtypes[init.name] = init.data_type
+        for k, node in enumerate(g.node):
+            ctx.node_index[node.name] = k
+            for o in node.output:
+                if o:
+                    ctx.producer[o] = node
+            for i in node.input:
+                if i:
+                    ctx.consumers[i].append(node)
+            if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None:
+                ctx.constant_nodes[node.output[0]] = node
+        ctx.graph_inputs = [i.name for i in g.input if i.name not in ctx.initializers]
+        ctx.graph_outputs = [o.name for o in g.output]
+        src = inferred if inferred is not None else model
+        for vi in list(src.graph.value_info) + list(src.graph.input) + list(src.graph.output):
+            shape, dtype = _value_info_shape(vi)
+            if vi.name not in ctx.initializers:
+                if shape is not None:
+                    ctx.shapes[vi.name] = shape
+                if dtype:
+                    ctx.dtypes[vi.name] = dtype
+        for name, node in ctx.constant_nodes.items():
+            t = _constant_tensor(node)
+            assert t is not None
+            ctx.shapes[name] = tuple(int(d) for d in t.dims)
+            ctx.dtypes[name] = t.data_type
+        return ctx
+
+    # ---- tensors -----------------------------------------------------------------------
+    def is_stored(self, name: str) -> bool:
+        """True for an initializer or the output of a ``Constant`` node (a tensor we can slice)."""
+        return name in self.initializers or name in self.constant_nodes
+
+    def array(self, name: str) -> np.ndarray:
+        """The value of an initializer or Constant output (cached, read-only)."""
+        if name not in self._arrays:
+            if name in self.initializers:
+                arr = numpy_helper.to_array(self.initializers[name])
+            elif name in self.constant_nodes:
+                t = _constant_tensor(self.constant_nodes[name])
+                assert t is not None
+                arr = numpy_helper.to_array(t)
+            else:
+                raise KeyError(name)
+            arr.setflags(write=False)
+            self._arrays[name] = arr
+        return self._arrays[name]
+
+    def is_float_param(self, name: str) -> bool:
+        return self.is_stored(name) and self.dtypes.get(name) in FLOAT_TYPES
+
+    def is_constant(self, name: str) -> bool:
+        """True when ``name`` is computed from stored tensors only (no graph input reaches it)."""
+        if name in self._const_memo:
+            return self._const_memo[name]
+        if self.is_stored(name):
+            result = True
+        elif name in self.graph_inputs or name not in self.producer:
+            result = False
+        else:
+            self._const_memo[name] = False  # guards against cycles in malformed graphs
+            node = self.producer[name]
+            inputs = [i for i in node.input if i]
+            if node.op_type == "CastLike":
+                inputs = inputs[:1]  # the second input only gives the type
+            result = node.op_type not in _NONDETERMINISTIC and all(self.is_constant(i) for i in inputs)
+        self._const_memo[name] = result
+        return result
+
+    def constant_value(self, name: str) -> np.ndarray | None:
+        """The value of a stored tensor, or of a small computed constant (folded once)."""
+        if self.is_stored(name):
+            return self.array(name)
+        if name not in self._folded:
+            self._folded[name] = self._fold(name)
+        return self._folded[name]
+
+    def _fold(self, name: str) -> np.ndarray | None:
+        """Evaluate a constant subgraph of at most 64 nodes reading at most 65536 stored values."""
+        if not self.is_constant(name):
+            return None
+        cone: list[onnx.NodeProto] = []
+        stored: set[str] = set()
+        stack, seen = [name], set()
+        while stack:
+            t = stack.pop()
+            if t in seen or not t:
+                continue
+            seen.add(t)
+            if t in self.initializers:
+                stored.add(t)
+                continue
+            node = self.producer[t]
+            cone.append(node)
+            if len(cone) > 64:
+                return None
+            inputs = [i for i in node.input if i]
+            if node.op_type == "CastLike":
+                inputs = inputs[:1]  # the second input only gives the type
+            stack.extend(inputs)
+        if sum(int(np.prod(self.shapes.get(t) or (1,))) for t in stored) > 65536:
+            return None
+        from onnx.reference import ReferenceEvaluator
+
+        order = [self._foldable(n) for n in sorted(cone, key=lambda n: self.node_index[n.name])]
+        graph = onnx.helper.make_graph(
+            order, "fold", [], [onnx.helper.make_empty_tensor_value_info(name)],
+            initializer=[self.initializers[t] for t in stored],
+        )
+        opsets = {imp.domain: imp.version for imp in self.model.opset_import}
+        try:
+            (value,) = ReferenceEvaluator(graph, opsets=opsets, verbose=0).run(None, {})
+        except Exception:  # noqa: BLE001 - an op the reference runtime lacks: leave it unknown
+            log.debug("cannot fold constant %s", name, exc_info=True)
+            return None
+        value = np.asarray(value)
+        if self.shapes.get(name) is None or None in (self.shapes.get(name) or ()):
+            self.shapes[name] = tuple(int(d) for d in value.shape)
+        return value
+
+    def _foldable(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """CastLike reads only the type of its second input: fold it as a Cast."""
+        if node.op_type != "CastLike" or node.input[1] not in self.dtypes:
+            return node
+        return onnx.helper.make_node("Cast", [node.input[0]], list(node.output), to=self.dtypes[node.input[1]])
+
+    def shape(self, name: str) -> Shape | None:
+        s = self.shapes.get(name)
+        if (s is None or None in s) and name not in self._folded and self.is_constant(name):
+            self.constant_value(name)  # folding fills in the shape
+            s = self.shapes.get(name)
+        return s
+
+    def rank(self, name: str) -> int | None:
+        s = self.shape(name)
+        return None if s is None else len(s)
+
+    def dim(self, name: str, axis: int) -> int | None:
+        """The static size of ``axis`` of ``name``, or ``None`` when unknown or symbolic."""
+        s = self.shape(name)
+        if s is None or axis >= len(s) or axis < 0:
+            return None
+        return s[axis]
+
+    def is_interface(self, name: str) -> bool:
+        return name in self.graph_inputs or name in self.graph_outputs
+
+    def touching(self, name: str) -> list[onnx.NodeProto]:
+        """Every node that writes or reads ``name``."""
+        nodes = list(self.consumers.get(name, ()))
+        if name in self.producer:
+            nodes.insert(0, self.producer[name])
+        return nodes
+
+
+def _name_nodes(graph: onnx.GraphProto) -> None:
+    """Give every unnamed node a unique name so reports and ``--exclude`` can refer to it."""
+    used = {n.name for n in graph.node if n.name}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def _constant_tensor(node: onnx.NodeProto) -> onnx.TensorProto | None:
+    for a in node.attribute:
+        if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+            return a.t
+    return None
+
+
+def _value_info_shape(vi: onnx.ValueInfoProto) -> tuple[Shape | None, int]:
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        return None, 0
+    tt = t.tensor_type
+    if not tt.HasField("shape"):
+        return None, tt.elem_type
+    dims: list[int | None] = []
+    for d in tt.shape.dim:
+        dims.append(int(d.dim_value) if d.HasField("dim_value") else None)
+    return tuple(dims), tt.elem_type

@@ -1,0 +1,71 @@
+"""Static cost of a model: parameters and multiply-accumulates (MACs).
+
+MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch size 1
+(symbolic dims count as 1); element-wise ops, pooling and normalisations are not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from spa.graph import FLOAT_TYPES, ModelContext, attr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Cost:
+    params: int
+    macs: int
+    size_bytes: int
+
+
+def _prod(dims: tuple[int | None, ...] | None) -> int | None:
+    if dims is None:
+        return None
+    return int(np.prod([d if d is not None else 1 for d in dims], dtype=np.int64))
+
+
+def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """MACs of one node (0 for ops not counted or shapes unknown)."""
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        w = ctx.shape(node.input[1])
+        if w is None or any(d is None for d in w):
+            return 0
+        kernel = int(np.prod(w[2:], dtype=np.int64))
+        if op == "Conv":
+            out = _prod(ctx.shape(node.output[0]))
+            return 0 if out is None else out * int(w[1]) * kernel  # type: ignore[arg-type]
+        # ConvTranspose weight (C, M/group, k...): every input element feeds M/group outputs.
+        inp = _prod(ctx.shape(node.input[0]))
+        return 0 if inp is None else inp * int(w[1]) * kernel  # type: ignore[arg-type]
+    if op in ("Gemm", "MatMul"):
+        out = _prod(ctx.shape(node.output[0]))
+        a = ctx.shape(node.input[0])
+        if out is None or a is None or not a:
+            return 0
+        if op == "Gemm" and int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+            k = a[0]
+        else:
+            k = a[-1]
+        return 0 if k is None else out * int(k)
+    return 0
+
+
+def measure(ctx: ModelContext) -> Cost:
+    """Parameters (elements of float stored tensors), MACs, and serialized size."""
+    params = 0
+    for name in [*ctx.initializers, *ctx.constant_nodes]:
+        if ctx.dtypes.get(name) in FLOAT_TYPES:
+            params += _prod(ctx.shape(name)) or 0
+    macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
+    try:
+        size = ctx.model.ByteSize()
+    except ValueError:  # pragma: no cover - over 2 GiB
+        size = -1
+    return Cost(params=params, macs=macs, size_bytes=size)

@@ -1,0 +1,78 @@
+"""Apply a plan to a model: run the graph-surgery passes, then prove the result is valid.
+
+The result must pass ``onnx.checker.check_model(full_check=True)`` and run in onnxruntime;
+otherwise :class:`~spa.errors.RewriteError` is raised and nothing is written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from spa.errors import RewriteError, SpaError
+from spa.graph import ModelContext, Space
+from spa.passes import (
+    CleanupPass,
+    DropValueInfoPass,
+    PassManager,
+    RewriteShapeConstantsPass,
+    SliceInitializersPass,
+    UpdateAttributesPass,
+)
+from spa.plan import Plan
+
+log = logging.getLogger(__name__)
+
+
+def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict[Space, object]) -> onnx.ModelProto:
+    """Rewrite ``model`` (the object ``ctx`` indexes) in place and return it."""
+    for s in plan.slices:
+        ctx.array(s.initializer)  # snapshot originals before the slice pass replaces them
+    resized = {t for t, _ in kept}  # activations and weights (some exporters keep value_info for both)
+    manager = PassManager([
+        SliceInitializersPass(plan.slices),
+        UpdateAttributesPass(ctx, kept),  # type: ignore[arg-type]
+        RewriteShapeConstantsPass(ctx, kept),  # type: ignore[arg-type]
+        DropValueInfoPass(resized),
+        CleanupPass(),
+    ])
+    return manager(model).model
+
+
+def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str = "cpu") -> None:
+    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime."""
+    try:
+        onnx.checker.check_model(pruned, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        if _passes_full_check(original):
+            raise RewriteError(
+                f"the pruned model fails onnx.checker ({_first_line(exc)}); nothing was written. "
+                "This is a bug in SPA: please report it; --exclude can skip the offending layer"
+            ) from None
+        log.warning("the input model itself fails the full onnx check; checked structure only")
+        onnx.checker.check_model(pruned, full_check=False)
+    from spa.runtime import make_session, random_inputs, run
+
+    try:
+        run(make_session(pruned, device), random_inputs(pruned, seed=0))
+    except SpaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        raise RewriteError(
+            f"the pruned model does not run in onnxruntime ({_first_line(exc)}); nothing was written. "
+            "This is a bug in SPA: please report it; --exclude can skip the offending layer"
+        ) from None
+
+
+def _passes_full_check(model: onnx.ModelProto) -> bool:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__

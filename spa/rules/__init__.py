@@ -1,0 +1,28 @@
+"""The registry of per-op coupling rules; importing this package registers every rule."""
+
+from __future__ import annotations
+
+from spa.rules import conv, dense, elementwise, layout, norm, pooling  # noqa: F401  (registration)
+from spa.rules.base import (
+    Block,
+    Coupling,
+    Edge,
+    KeptMap,
+    RewriteSink,
+    Rule,
+    register,
+    registered_op_types,
+    rule_for,
+)
+
+__all__ = [
+    "Block",
+    "Coupling",
+    "Edge",
+    "KeptMap",
+    "RewriteSink",
+    "Rule",
+    "register",
+    "registered_op_types",
+    "rule_for",
+]

@@ -1,0 +1,166 @@
+"""What a coupling rule is, and the registry that maps ONNX op types to rules.
+
+A rule answers one question for one node: *given that axis ``a`` of tensor ``t`` (one of the
+node's inputs or outputs) carries channels, which axes of the node's other tensors carry the
+same channels, and how do their indices correspond?* The answer is a list of :class:`Edge`
+objects (index maps between two channel spaces) and :class:`Block` objects (the channels cannot
+be followed through this node; the group is not pruned).
+
+A rule may also rewrite its node (``update_attributes`` / ``rewrite_constants``) after the channel spaces it touches have been sliced
+(attributes such as ``group``, and integer shape constants such as a Reshape target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import onnx
+
+from spa.graph import ModelContext, Space, node_label
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Index ``ia[k]`` of space ``a`` carries the same channel as index ``ib[k]`` of space ``b``."""
+
+    a: Space
+    b: Space
+    ia: np.ndarray
+    ib: np.ndarray
+
+
+@dataclass(frozen=True)
+class Block:
+    """The group containing ``space`` cannot be pruned, because of ``reason``.
+
+    When ``unless`` is given the block is lifted if any of those spaces ends up in the same
+    group (used where a node can only be followed from one side).
+    """
+
+    space: Space
+    reason: str
+    unless: tuple[Space, ...] = ()
+
+
+@dataclass
+class Coupling:
+    """A rule's answer: edges to follow, blocks to record, and inexactness notes."""
+
+    edges: list[Edge] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+    inexact: list[str] = field(default_factory=list)
+
+    def link(self, a: Space, b: Space, ia: np.ndarray, ib: np.ndarray) -> Coupling:
+        self.edges.append(Edge(a, b, np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64)))
+        return self
+
+    def same(self, a: Space, b: Space, n: int) -> Coupling:
+        """Index ``i`` of ``a`` is index ``i`` of ``b`` (both of size ``n``)."""
+        r = np.arange(n, dtype=np.int64)
+        return self.link(a, b, r, r)
+
+    def block(self, space: Space, reason: str, unless: tuple[Space, ...] = ()) -> Coupling:
+        self.blocks.append(Block(space, reason, unless))
+        return self
+
+
+KeptMap = Mapping[Space, np.ndarray]
+"""For every sliced channel space, the sorted original indices that survive."""
+
+
+class Rule:
+    """Base class of the per-op-type coupling rules (see module docstring)."""
+
+    op_types: ClassVar[tuple[str, ...]] = ()
+
+    def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
+        """Spaces where this node *creates* channels (e.g. a Conv weight's output axis)."""
+        return []
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        raise NotImplementedError
+
+    def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:
+        """Fix attributes (e.g. ``group``) after slicing; return True if anything changed."""
+        return False
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        """Fix integer inputs (shapes, sizes, starts) after slicing; return True if changed."""
+        return False
+
+
+class RewriteSink:
+    """Where rules write replacement integer constants (so shared constants are never mutated)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self._names = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+
+    def set_input_constant(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> bool:
+        """Point input ``index`` of ``node`` at a new initializer holding ``value``.
+
+        Returns False (and changes nothing) when the current input already holds ``value``.
+        """
+        from onnx import numpy_helper
+
+        current = node.input[index]
+        for init in self.graph.initializer:
+            if init.name == current:
+                old = numpy_helper.to_array(init)
+                if old.shape == value.shape and np.array_equal(old, value):
+                    return False
+                break
+        name = f"{current}__spa_{node.name}"
+        while name in self._names:
+            name += "_"
+        self._names.add(name)
+        self.graph.initializer.append(numpy_helper.from_array(value, name))
+        node.input[index] = name
+        return True
+
+
+_REGISTRY: dict[str, Rule] = {}
+
+
+def register(rule_cls: type[Rule]) -> type[Rule]:
+    """Class decorator: register one instance of ``rule_cls`` for each of its op types."""
+    inst = rule_cls()
+    for op in rule_cls.op_types:
+        if op in _REGISTRY:
+            raise ValueError(f"two rules for op type {op}")
+        _REGISTRY[op] = inst
+    return rule_cls
+
+
+def rule_for(node: onnx.NodeProto) -> Rule | None:
+    """The rule for ``node``, or None. Only the default ONNX domain is covered."""
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    return _REGISTRY.get(node.op_type)
+
+
+def registered_op_types() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def position(node: onnx.NodeProto, tensor: str) -> tuple[str, int]:
+    """``("in", i)`` or ``("out", i)`` for the first place ``tensor`` occurs in ``node``."""
+    for i, t in enumerate(node.input):
+        if t == tensor:
+            return "in", i
+    for i, t in enumerate(node.output):
+        if t == tensor:
+            return "out", i
+    raise ValueError(f"{tensor} is not used by {node_label(node)}")
+
+
+def dim_or_block(ctx: ModelContext, c: Coupling, space: Space, node: onnx.NodeProto, asked: Space) -> int | None:
+    """The size of ``space``; when unknown, block the group of ``asked`` (the space the rule was
+    asked about — without edges, only that group is sure to contain the problem)."""
+    n = ctx.dim(*space)
+    if n is None:
+        c.block(asked, f"shape of '{space[0]}' axis {space[1]} is unknown at {node_label(node)}")
+    return n

@@ -1,0 +1,697 @@
+"""Ops that move, join, cut or reshape tensors without computing on channel values.
+
+Concat and Split shift channel indices by offsets; Slice selects a contiguous range; Flatten and
+Reshape map one channel to a block (or a strided set) of features; Transpose, Squeeze and
+Unsqueeze move axes; Pad and Resize keep the channel axis when they leave it alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from spa.graph import ModelContext, Shape, Space, attr, node_label
+from spa.rules.base import Coupling, KeptMap, RewriteSink, Rule, dim_or_block, position, register
+
+
+def _norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def _int_input(node: onnx.NodeProto, ctx: ModelContext, i: int) -> list[int] | None:
+    """Input ``i`` as a list of ints when it is a stored constant; None when absent/computed."""
+    if len(node.input) <= i or not node.input[i]:
+        return None
+    v = ctx.constant_value(node.input[i])
+    return None if v is None else [int(x) for x in v.reshape(-1)]
+
+
+def _axes(node: onnx.NodeProto, ctx: ModelContext, input_index: int) -> list[int] | None:
+    """``axes`` from the attribute (old opsets) or from input ``input_index`` (new opsets)."""
+    a = attr(node, "axes")
+    if a is not None:
+        return [int(x) for x in a]  # type: ignore[union-attr]
+    return _int_input(node, ctx, input_index)
+
+
+def _identity_all(c: Coupling, ctx: ModelContext, node: onnx.NodeProto, space: Space, tensors: list[str]) -> Coupling:
+    n = dim_or_block(ctx, c, space, node, space)
+    if n is not None:
+        for t in tensors:
+            if t and t != space[0]:
+                c.same(space, (t, space[1]), n)
+    return c
+
+
+@register
+class ConcatRule(Rule):
+    """Concat: on its axis, input ``k`` occupies ``[offset_k, offset_k + n_k)`` of the output."""
+
+    op_types = ("Concat",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        y = node.output[0]
+        rank = ctx.rank(y)
+        if rank is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        axis = _norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+        if space[1] != axis:
+            return _identity_all(c, ctx, node, space, [*node.input, y])
+        off = 0
+        for t in node.input:
+            n = dim_or_block(ctx, c, (t, axis), node, space)
+            if n is None:
+                return c
+            r = np.arange(n)
+            c.link((t, axis), (y, axis), r, off + r)
+            off += n
+        return c
+
+
+@register
+class SplitRule(Rule):
+    """Split: output ``k`` is ``[offset_k, offset_k + n_k)`` of the input on the split axis.
+
+    After pruning, the split sizes are rewritten (attribute before opset 13, input after).
+    """
+
+    op_types = ("Split",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x = node.input[0]
+        rank = ctx.rank(x)
+        if rank is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        axis = _norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+        if space[1] != axis:
+            return _identity_all(c, ctx, node, space, [x, *node.output])
+        off = 0
+        for t in node.output:
+            n = dim_or_block(ctx, c, (t, axis), node, space)
+            if n is None:
+                return c
+            r = np.arange(n)
+            c.link((x, axis), (t, axis), off + r, r)
+            off += n
+        return c
+
+    def _new_sizes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> np.ndarray | None:
+        x = node.input[0]
+        axis = _norm_axis(int(attr(node, "axis", 0)), ctx.rank(x) or 0)  # type: ignore[arg-type]
+        if (x, axis) not in kept:
+            return None
+        sizes = [len(kept[(t, axis)]) if (t, axis) in kept else ctx.dim(t, axis) for t in node.output]
+        return np.array(sizes, dtype=np.int64)
+
+    def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:
+        """Before opset 13 the sizes are the ``split`` attribute."""
+        sizes = self._new_sizes(node, ctx, kept)
+        if sizes is None or ctx.opset >= 13:
+            return False
+        for a in node.attribute:
+            if a.name == "split":
+                if list(a.ints) == sizes.tolist():
+                    return False
+                node.attribute.remove(a)
+                break
+        node.attribute.append(onnx.helper.make_attribute("split", sizes.tolist()))
+        return True
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        """From opset 13 the sizes are input 1 (replacing opset 18's ``num_outputs``)."""
+        sizes = self._new_sizes(node, ctx, kept)
+        if sizes is None or ctx.opset < 13:
+            return False
+        for a in list(node.attribute):
+            if a.name == "num_outputs":
+                node.attribute.remove(a)
+        while len(node.input) < 2:
+            node.input.append("")
+        if not node.input[1]:
+            name = f"{node.name}__spa_split"
+            out.graph.initializer.append(onnx.numpy_helper.from_array(sizes, name))
+            node.input[1] = name
+            return True
+        return out.set_input_constant(node, 1, sizes)
+
+
+def _slice_params(node: onnx.NodeProto, ctx: ModelContext) -> dict[int, tuple[int, int, int]] | None:
+    """``{axis: (start, end, step)}`` (normalised, clamped) or None when not constant."""
+    x = node.input[0]
+    shape = ctx.shape(x)
+    starts, ends = _int_input(node, ctx, 1), _int_input(node, ctx, 2)
+    if shape is None or starts is None or ends is None:
+        return None
+    axes = _int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else list(range(len(starts)))
+    steps = _int_input(node, ctx, 4) if len(node.input) > 4 and node.input[4] else [1] * len(starts)
+    if axes is None or steps is None:
+        return None
+    out: dict[int, tuple[int, int, int]] = {}
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        a = _norm_axis(a, len(shape))
+        n = shape[a]
+        if n is None:
+            out[a] = (s, e, st)  # unknown size: only usable if this axis is not a channel axis
+            continue
+        out[a] = slice(s, e, st).indices(n)
+    return out
+
+
+@register
+class SliceRule(Rule):
+    """Slice (opset >= 10 form): a contiguous channel range ``[start, end)`` with step 1.
+
+    Refuses a step other than 1 on a channel axis, and computed starts/ends/axes/steps.
+    After pruning, start and end are moved to the surviving channels.
+    """
+
+    op_types = ("Slice",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        side, idx = position(node, space[0])
+        if side == "in" and idx > 0:
+            return c.block(space, f"{node_label(node)} input {idx} is an index parameter")
+        params = _slice_params(node, ctx)
+        if params is None:
+            return c.block(space, f"{node_label(node)} starts/ends/axes/steps are not constant")
+        a = space[1]
+        if a not in params:
+            return _identity_all(c, ctx, node, space, [x, y])
+        s, e, st = params[a]
+        if st != 1:
+            return c.block(space, f"{node_label(node)} slices axis {a} with step {st}")
+        n = dim_or_block(ctx, c, (y, a), node, space)
+        if n is None or ctx.dim(x, a) is None:
+            return c.block(space, f"{node_label(node)} input axis {a} size unknown")
+        r = np.arange(n)
+        return c.link((x, a), (y, a), s + r, r)
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        x = node.input[0]
+        params = _slice_params(node, ctx)
+        if params is None:
+            return False
+        starts, ends = _int_input(node, ctx, 1), _int_input(node, ctx, 2)
+        axes = _int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else list(range(len(starts or [])))
+        assert starts is not None and ends is not None and axes is not None
+        rank = ctx.rank(x) or 0
+        new_s, new_e = list(starts), list(ends)
+        for k, a in enumerate(axes):
+            a = _norm_axis(a, rank)
+            if (x, a) in kept:
+                s, e, _ = params[a]
+                kx = kept[(x, a)]
+                new_s[k] = int(np.searchsorted(kx, s))
+                new_e[k] = int(np.searchsorted(kx, e))
+        if new_s == starts and new_e == ends:
+            return False
+        changed = out.set_input_constant(node, 1, np.array(new_s, dtype=np.int64))
+        return out.set_input_constant(node, 2, np.array(new_e, dtype=np.int64)) or changed
+
+
+def _segments(si: Shape, so: Shape) -> list[tuple[list[int], list[int]]] | None:
+    """Pair runs of input axes with runs of output axes whose sizes multiply to the same number.
+
+    Unknown sizes are allowed only where both shapes have one at the same run boundary (a
+    dynamic batch axis). Returns None when the shapes cannot be paired.
+    """
+    segs: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(si) and j < len(so):
+        if si[i] is None or so[j] is None:
+            if si[i] is None and so[j] is None:
+                segs.append(([i], [j]))
+                i, j = i + 1, j + 1
+                continue
+            return None
+        ii, jj = [i], [j]
+        pi, pj = int(si[i]), int(so[j])  # type: ignore[arg-type]
+        i, j = i + 1, j + 1
+        while pi != pj:
+            if pi < pj:
+                if i >= len(si) or si[i] is None:
+                    return None
+                pi *= int(si[i])  # type: ignore[arg-type]
+                ii.append(i)
+                i += 1
+            else:
+                if j >= len(so) or so[j] is None:
+                    return None
+                pj *= int(so[j])  # type: ignore[arg-type]
+                jj.append(j)
+                j += 1
+        segs.append((ii, jj))
+    for k in range(i, len(si)):
+        if si[k] != 1 or not segs:
+            return None
+        segs[-1][0].append(k)
+    for k in range(j, len(so)):
+        if so[k] != 1 or not segs:
+            return None
+        segs[-1][1].append(k)
+    return segs
+
+
+def _merge_map(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Space, segs: list[tuple[list[int], list[int]]]) -> Coupling:
+    """Couple ``space`` through a reshape described by ``segs``."""
+    x, y = node.input[0], node.output[0]
+    sx, sy = ctx.shape(x), ctx.shape(y)
+    assert sx is not None and sy is not None
+    is_in = space[0] == x and position(node, space[0])[0] == "in"
+    for ii, jj in segs:
+        mine = ii if is_in else jj
+        if space[1] not in mine:
+            continue
+        big_in = [i for i in ii if sx[i] != 1]
+        big_out = [j for j in jj if sy[j] != 1]
+        if len(big_in) <= 1 and len(big_out) <= 1:
+            if big_in and big_out:
+                n = dim_or_block(ctx, c, (x, big_in[0]), node, space)
+                if n is not None:
+                    c.same((x, big_in[0]), (y, big_out[0]), n)
+            return c
+        if len(big_out) == 1 and is_in:
+            # Several input axes merge into one output axis: channel -> (strided) feature set.
+            sizes = [int(sx[i]) for i in big_in]  # type: ignore[arg-type]
+            digits = np.indices(sizes).reshape(len(sizes), -1)[big_in.index(space[1])]
+            return c.link(space, (y, big_out[0]), digits, np.arange(digits.size))
+        if len(big_out) == 1:
+            # Asked from the merged output: which input axis holds the channels is known only
+            # from the other side, so this is fine only if that side is in the same group.
+            return c.block(
+                space,
+                f"{node_label(node)} merges axes {big_in} of '{x}'; reached from its output only",
+                unless=tuple((x, i) for i in big_in),
+            )
+        return c.block(space, f"{node_label(node)} splits axis {space[1]} of '{space[0]}' into several axes")
+    return c.block(space, f"{node_label(node)} cannot map axis {space[1]} of '{space[0]}'")
+
+
+@register
+class FlattenRule(Rule):
+    """Flatten(axis=k): axes ``[0, k)`` merge into output axis 0, ``[k, r)`` into axis 1."""
+
+    op_types = ("Flatten",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        sx = ctx.shape(node.input[0])
+        if sx is None:
+            return c.block(space, f"{node_label(node)} input shape unknown")
+        k = _norm_axis(int(attr(node, "axis", 1)), len(sx))  # type: ignore[arg-type]
+        segs = [(list(range(0, k)), [0]), (list(range(k, len(sx))), [1])]
+        if any(sx[i] is None for i in range(k, len(sx))):
+            return c.block(space, f"{node_label(node)} flattened sizes unknown")
+        return _merge_map(ctx, node, c, space, [s for s in segs if s[0]])
+
+
+_SYMBOLIC_OPS = {"Shape", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Expand", "Concat", "Gather", "Slice"}
+
+Symbol = int | tuple[str, int]
+"""An element of a shape vector: a literal, or ``(tensor, axis)`` meaning that tensor's size."""
+
+
+def shape_symbols(ctx: ModelContext, name: str, depth: int = 0) -> list[Symbol] | None:
+    """Evaluate a 1-D integer shape tensor symbolically, or None when it cannot be followed.
+
+    Follows Shape (with start/end), stored constants, Gather/Slice with constant indices,
+    Concat, and the shape-preserving Unsqueeze/Squeeze/Reshape/Identity/Cast/Expand.
+    """
+    if depth > 32:
+        return None
+    node = ctx.producer.get(name)
+    if ctx.is_stored(name) or node is None or node.op_type not in _SYMBOLIC_OPS:
+        # A literal (stored, or folded from constants); sizes read from tensors stay symbolic.
+        v = ctx.constant_value(name)
+        return [int(x) for x in v.reshape(-1)] if v is not None and v.dtype.kind in "iu" else None
+    op = node.op_type
+    if op == "Shape":
+        r = ctx.rank(node.input[0])
+        if r is None:
+            return None
+        lo = _norm_axis(int(attr(node, "start", 0)), r)  # type: ignore[arg-type]
+        end = attr(node, "end")
+        hi = r if end is None else min(r, _norm_axis(int(end), r))  # type: ignore[arg-type]
+        return [(node.input[0], k) for k in range(max(0, lo), hi)]
+    if op in ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Expand"):
+        return shape_symbols(ctx, node.input[0], depth + 1)
+    if op == "Concat":
+        out: list[Symbol] = []
+        for i in node.input:
+            part = shape_symbols(ctx, i, depth + 1)
+            if part is None:
+                return None
+            out += part
+        return out
+    if op in ("Gather", "Slice"):
+        src = shape_symbols(ctx, node.input[0], depth + 1)
+        if src is None:
+            return None
+        if op == "Gather":
+            idx = _int_input(node, ctx, 1)
+            return None if idx is None else [src[i] for i in idx]
+        params = _slice_params_values(node, ctx, len(src))
+        return None if params is None else src[slice(*params)]
+    return None
+
+
+def _slice_params_values(node: onnx.NodeProto, ctx: ModelContext, n: int) -> tuple[int, int, int] | None:
+    starts, ends = _int_input(node, ctx, 1), _int_input(node, ctx, 2)
+    steps = _int_input(node, ctx, 4) if len(node.input) > 4 and node.input[4] else [1]
+    if starts is None or ends is None or steps is None or len(starts) != 1:
+        return None
+    return slice(starts[0], ends[0], steps[0]).indices(n)
+
+
+def _shape_literal(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """Where the target-shape value for output axis ``b`` is stored: (node, input, offset)."""
+    target = node.input[1]
+    length, ry = ctx.dim(target, 0), ctx.rank(node.output[0])
+    if length is None or ry is None:
+        return None
+    b -= ry - length  # Expand's target may be shorter than its output rank
+    if b < 0:
+        return None
+    if ctx.constant_value(target) is not None:  # stored or folded: replaced by a new initializer
+        return node, 1, b
+    prod = ctx.producer.get(target)
+    if prod is None or prod.op_type != "Concat":
+        return None
+    off = 0
+    for k, piece in enumerate(prod.input):
+        n = ctx.dim(piece, 0)
+        if n is None or ctx.rank(piece) != 1:
+            return None
+        if off <= b < off + n:
+            return (prod, k, b - off) if ctx.constant_value(piece) is not None else None
+        off += n
+    return None
+
+
+@register
+class ReshapeRule(Rule):
+    """Reshape between statically known shapes (a dynamic batch axis is fine).
+
+    Merging axes maps one channel to a block of features; splitting a channel axis into several
+    (attention heads) is refused here. The target shape is rewritten after pruning; refuses when
+    the target value for a pruned axis is computed at run time.
+    """
+
+    op_types = ("Reshape",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        if position(node, space[0]) == ("in", 1):
+            return c.block(space, f"{node_label(node)} shape input is not data")
+        sx, sy = ctx.shape(x), ctx.shape(y)
+        if sx is None or sy is None:
+            return c.block(space, f"{node_label(node)} input or output shape unknown")
+        segs = _segments(sx, sy)
+        if segs is None:
+            return c.block(space, f"{node_label(node)} shapes {sx} -> {sy} cannot be paired")
+        c = _merge_map(ctx, node, c, space, segs)
+        for b in {e.b[1] if e.b[0] == y else e.a[1] for e in c.edges}:
+            _couple_target(ctx, c, node, b, keep_values=(0, -1))
+        return c
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        return _rewrite_target(node, ctx, kept, out, keep_values=(0, -1))
+
+
+def _couple_target(ctx: ModelContext, c: Coupling, node: onnx.NodeProto, b: int, keep_values: tuple[int, ...]) -> None:
+    """Make sure the target-shape value (input 1) for output axis ``b`` follows pruning.
+
+    A literal must be stored where it can be rewritten (unless it is one of ``keep_values``,
+    such as Reshape's -1); a size read at run time from another tensor couples that tensor's
+    axis to output axis ``b``.
+    """
+    y = node.output[0]
+    syms = shape_symbols(ctx, node.input[1])
+    ry = ctx.rank(y)
+    if syms is None or ry is None:
+        c.block((y, b), f"{node_label(node)} target size of axis {b} is computed at run time")
+        return
+    if b - (ry - len(syms)) < 0:
+        return  # Expand: this axis comes from the input alone
+    sym = syms[b - (ry - len(syms))]
+    if isinstance(sym, tuple):
+        n = ctx.dim(y, b)
+        if n is None or ctx.dim(*sym) != n:
+            c.block((y, b), f"{node_label(node)} target size of axis {b} comes from '{sym[0]}' of another size")
+        else:
+            c.same(sym, (y, b), n)
+    elif sym not in keep_values and _shape_literal(node, ctx, b) is None:
+        c.block((y, b), f"{node_label(node)} target size of axis {b} cannot be rewritten")
+
+
+def _rewrite_target(node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink, keep_values: tuple[int, ...]) -> bool:
+    """Write the new size of every pruned output axis into the stored target-shape literal."""
+    y = node.output[0]
+    changed = False
+    for b in range(ctx.rank(y) or 0):
+        loc = _shape_literal(node, ctx, b) if (y, b) in kept else None
+        if loc is None:
+            continue
+        owner, idx, off = loc
+        original = np.array(ctx.constant_value(owner.input[idx]), dtype=np.int64).reshape(-1)
+        if original[off] in keep_values:
+            continue
+        current = _current_value(out, owner.input[idx])
+        value = (current if current is not None else original).copy()
+        if value[off] != len(kept[(y, b)]):
+            value[off] = len(kept[(y, b)])
+            changed = out.set_input_constant(owner, idx, value) or changed
+    return changed
+
+
+def _current_value(out: RewriteSink, name: str) -> np.ndarray | None:
+    for init in out.graph.initializer:
+        if init.name == name:
+            return np.array(onnx.numpy_helper.to_array(init), dtype=np.int64).reshape(-1)
+    return None
+
+
+@register
+class TransposeRule(Rule):
+    """Transpose: output axis ``b`` is input axis ``perm[b]``."""
+
+    op_types = ("Transpose",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        rank = ctx.rank(x)
+        if rank is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        perm = [int(p) for p in attr(node, "perm", list(range(rank))[::-1])]  # type: ignore[union-attr]
+        a_in = space[1] if space[0] == x else perm[space[1]]
+        n = dim_or_block(ctx, c, space, node, space)
+        return c if n is None else c.same((x, a_in), (y, perm.index(a_in)), n)
+
+
+@register
+class SqueezeRule(Rule):
+    """Squeeze / Unsqueeze move axes; the squeezed or inserted axes have size 1."""
+
+    op_types = ("Squeeze", "Unsqueeze")
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        rx, ry = ctx.rank(x), ctx.rank(y)
+        if rx is None or ry is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        if position(node, space[0]) == ("in", 1):
+            return c.block(space, f"{node_label(node)} axes input is not data")
+        big, small, rbig = (x, y, rx) if node.op_type == "Squeeze" else (y, x, ry)
+        axes = _axes(node, ctx, 1)
+        if axes is None:
+            sb = ctx.shape(big)
+            if node.op_type == "Unsqueeze" or sb is None:
+                return c.block(space, f"{node_label(node)} axes unknown")
+            axes = [i for i, d in enumerate(sb) if d == 1]
+        axes = [_norm_axis(a, rbig) for a in axes]
+        remaining = [i for i in range(rbig) if i not in axes]
+        if space[0] == big:
+            if space[1] in axes:
+                return c.block(space, f"{node_label(node)} removes axis {space[1]}")
+            pair = (space, (small, remaining.index(space[1])))
+        else:
+            pair = (space, (big, remaining[space[1]]))
+        n = dim_or_block(ctx, c, space, node, space)
+        return c if n is None else c.same(pair[0], pair[1], n)
+
+
+@register
+class PadRule(Rule):
+    """Pad that leaves the channel axis unpadded; refuses computed pads or a padded channel axis."""
+
+    op_types = ("Pad",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        if position(node, space[0])[0] == "in" and space[0] != x:
+            return c.block(space, f"{node_label(node)} pads/value input is not data")
+        rank = ctx.rank(x)
+        pads = attr(node, "pads")
+        pads = [int(p) for p in pads] if pads is not None else _int_input(node, ctx, 1)  # type: ignore[union-attr]
+        if rank is None or pads is None:
+            return c.block(space, f"{node_label(node)} pads are not constant")
+        axes = _int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else list(range(rank))
+        if axes is None:
+            return c.block(space, f"{node_label(node)} axes are not constant")
+        axes = [_norm_axis(a, rank) for a in axes]
+        k = len(axes)
+        if space[1] in axes:
+            j = axes.index(space[1])
+            if pads[j] or pads[j + k]:
+                return c.block(space, f"{node_label(node)} pads axis {space[1]}")
+        return _identity_all(c, ctx, node, space, [x, y])
+
+
+@register
+class ResizeRule(Rule):
+    """Resize / Upsample with scale 1 on the channel axis; ``sizes`` is rewritten after pruning."""
+
+    op_types = ("Resize", "Upsample")
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        if position(node, space[0])[0] == "in" and space[0] != x:
+            return c.block(space, f"{node_label(node)} roi/scales/sizes input is not data")
+        if attr(node, "axes") is not None:
+            return c.block(space, f"{node_label(node)} uses the axes attribute")
+        if ctx.dim(x, space[1]) != ctx.dim(y, space[1]):
+            return c.block(space, f"{node_label(node)} resizes axis {space[1]}")
+        sizes_idx = 3 if node.op_type == "Resize" else None
+        if sizes_idx is not None and len(node.input) > sizes_idx and node.input[sizes_idx]:
+            if _int_input(node, ctx, sizes_idx) is None:
+                return c.block(space, f"{node_label(node)} sizes are computed at run time")
+        return _identity_all(c, ctx, node, space, [x, y])
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
+            return False
+        sizes = _int_input(node, ctx, 3)
+        y = node.output[0]
+        if sizes is None:
+            return False
+        new = list(sizes)
+        for a in range(len(new)):
+            if (y, a) in kept:
+                new[a] = len(kept[(y, a)])
+        if new == sizes:
+            return False
+        return out.set_input_constant(node, 3, np.array(new, dtype=np.int64))
+
+
+@register
+class ShapeRule(Rule):
+    """Shape and Size read sizes at run time, so they adapt to pruning: nothing to couple."""
+
+    op_types = ("Shape", "Size")
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        return Coupling()
+
+
+@register
+class SoftmaxRule(Rule):
+    """Softmax-like ops keep every axis they do not normalise over."""
+
+    op_types = ("Softmax", "LogSoftmax", "Hardmax")
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        rank = ctx.rank(node.input[0])
+        if rank is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        axis = _norm_axis(int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)), rank)  # type: ignore[arg-type]
+        normalised = space[1] == axis if ctx.opset >= 13 else space[1] >= axis
+        if normalised:
+            return c.block(space, f"{node_label(node)} normalises over axis {space[1]}")
+        return _identity_all(c, ctx, node, space, [node.input[0], node.output[0]])
+
+
+@register
+class GatherRule(Rule):
+    """Gather keeps every data axis except the gathered one (embedding tables included)."""
+
+    op_types = ("Gather",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        data, idx, y = node.input[0], node.input[1], node.output[0]
+        rd, ri = ctx.rank(data), ctx.rank(idx)
+        if rd is None or ri is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        axis = _norm_axis(int(attr(node, "axis", 0)), rd)  # type: ignore[arg-type]
+        if space[0] == idx and position(node, idx)[0] == "in" and space[0] != data:
+            return c.block(space, f"{node_label(node)} indices are not data")
+        if space[0] == data:
+            a = space[1]
+            if a == axis:
+                return c.block(space, f"{node_label(node)} gathers along axis {a}")
+            b = a if a < axis else a + ri - 1
+        else:
+            b = space[1]
+            if axis <= b < axis + ri:
+                return c.block(space, f"{node_label(node)} output axis {b} comes from the indices")
+            a = b if b < axis else b - ri + 1
+        n = dim_or_block(ctx, c, space, node, space)
+        return c if n is None else c.same((data, a), (y, b), n)
+
+
+@register
+class TileRule(Rule):
+    """Tile with repeat 1 on the channel axis."""
+
+    op_types = ("Tile",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        reps = _int_input(node, ctx, 1)
+        if position(node, space[0]) == ("in", 1) or reps is None or reps[space[1]] != 1:
+            return c.block(space, f"{node_label(node)} repeats axis {space[1]} or repeats unknown")
+        return _identity_all(c, ctx, node, space, [node.input[0], node.output[0]])
+
+
+@register
+class ExpandRule(Rule):
+    """Expand: broadcasting like Add, with the target shape as input 1.
+
+    An axis the input already has is kept as is; an axis created by broadcasting takes its size
+    from the target, which must be a rewritable literal or a size read at run time from another
+    tensor (then that tensor's axis is coupled) — e.g. the zero bias the dynamo exporter builds
+    as ``Expand(0, Shape(W)[0:1])``.
+    """
+
+    op_types = ("Expand",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        c = Coupling()
+        x, y = node.input[0], node.output[0]
+        if position(node, space[0]) == ("in", 1):
+            return c.block(space, f"{node_label(node)} shape input is not data")
+        rx, ry = ctx.rank(x), ctx.rank(y)
+        if rx is None or ry is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        b = space[1] + (ry - rx) if space[0] == x else space[1]
+        n = dim_or_block(ctx, c, (y, b), node, space)
+        if n is None:
+            return c
+        ax = b - (ry - rx)
+        if ax >= 0 and ctx.dim(x, ax) == n and (n != 1):
+            c.same((x, ax), (y, b), n)
+        _couple_target(ctx, c, node, b, keep_values=(1,))
+        return c
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        return _rewrite_target(node, ctx, kept, out, keep_values=(1,))

@@ -1,0 +1,131 @@
+"""onnxruntime sessions with explicit providers, and seeded random inputs.
+
+SPA never lets onnxruntime pick providers: ``device="cpu"`` always means the CPU execution
+provider, ``device="cuda"`` means CUDA (with CPU for unsupported ops) and fails clearly when
+the installed onnxruntime build has no CUDA provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+import onnx
+
+from spa.errors import InvalidArgumentError, SpaError
+
+log = logging.getLogger(__name__)
+
+_ORT_DISTS = ("onnxruntime", "onnxruntime-gpu")
+
+
+def installed_runtimes() -> list[str]:
+    """The onnxruntime distributions pip has installed (two means they clash)."""
+    found = []
+    for d in _ORT_DISTS:
+        try:
+            found.append(f"{d}=={metadata.version(d)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise SpaError(
+            "onnxruntime cannot be imported "
+            f"({exc}); installed: {installed_runtimes() or 'none'}. Repair with: "
+            "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime "
+            "(or onnxruntime-gpu for CUDA)"
+        ) from None
+    return ort
+
+
+def providers_for(device: str) -> list[str]:
+    """The explicit provider list for ``device`` ("cpu" or "cuda")."""
+    ort = _ort()
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise SpaError(
+                "--device cuda: this onnxruntime build has no CUDA provider "
+                f"(available: {', '.join(available)}); see README 'GPU runtime'"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise InvalidArgumentError(f"--device must be 'cpu' or 'cuda', got '{device}'")
+
+
+def make_session(model: onnx.ModelProto | str, device: str = "cpu", threads: int = 0) -> Any:
+    """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose)."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    src = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
+
+
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.BOOL: np.bool_,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT8: np.int8,
+}
+
+
+def input_specs(model: onnx.ModelProto) -> list[tuple[str, list[int | str | None], int]]:
+    """``(name, dims, elem_type)`` for every real graph input (initializers excluded)."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for i in model.graph.input:
+        if i.name in inits:
+            continue
+        tt = i.type.tensor_type
+        dims: list[int | str | None] = []
+        for d in tt.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
+        specs.append((i.name, dims, tt.elem_type))
+    return specs
+
+
+def random_inputs(
+    model: onnx.ModelProto, seed: int = 0, shapes: dict[str, list[int]] | None = None, batch: int = 1
+) -> dict[str, np.ndarray]:
+    """Seeded random feeds: floats ~ N(0, 1), integers in [0, 10), booleans at random.
+
+    Symbolic dims take ``batch`` on axis 0 and 1 elsewhere unless ``shapes`` names the input.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for name, dims, et in input_specs(model):
+        if shapes and name in shapes:
+            shape = list(shapes[name])
+        else:
+            shape = [d if isinstance(d, int) and d > 0 else (batch if k == 0 else 1) for k, d in enumerate(dims)]
+        dtype = _NP_TYPES.get(et)
+        if dtype is None:
+            raise SpaError(f"input '{name}' has element type {onnx.TensorProto.DataType.Name(et)}, "
+                           "which SPA cannot generate")
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype is np.bool_:
+            feeds[name] = rng.random(shape) < 0.5
+        else:
+            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+    return feeds
+
+
+def run(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
