@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from spa.errors import SpaError, VerificationError
+from spa.errors import InvalidArgumentError, SpaError, VerificationError
 
 log = logging.getLogger("spa")
 
@@ -116,6 +116,11 @@ def _out(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Prune MODEL and write a smaller, dense, checked ONNX model.
 
@@ -129,12 +134,22 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     if args.from_plan is None:
         check_ratio(args.ratio)
+    _check_seed(args.seed)
     out = Path(args.output) if args.output else default_output_path(args.model)
     model = load_model(args.model)
-    check_output_path(out, args.model)
-    for extra in (args.plan, args.report):
-        if extra:
-            check_output_path(extra, args.model)
+    inputs = [args.model] + ([args.from_plan] if args.from_plan else [])
+    outputs: dict[str, str | Path] = {"-o/--output": out}
+    if args.plan:
+        outputs["--plan"] = args.plan
+    if args.report:
+        outputs["--report"] = args.report
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        check_output_path(path, *inputs)
+        key = Path(path).resolve()
+        if key in seen:
+            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
+        seen[key] = flag
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
     result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
@@ -149,14 +164,27 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if result.report.verification is not None and not result.report.verification["passed"]:
         _out(args, result.report.table())
         raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
-    save_model(result.model, out)
-    result.report.output = str(out)
-    if args.plan:
-        result.plan.save(args.plan)
-    if args.report:
-        from spa.io import write_text_atomic
+    from spa.io import write_text_atomic
 
-        write_text_atomic(args.report, json.dumps(result.report.to_dict(), indent=1) + "\n")
+    # All or nothing: if a later file cannot be written, remove the ones already written.
+    data_file = out.with_name(out.name + ".data")
+    data_existed = data_file.exists()
+    written: list[Path] = []
+    try:
+        save_model(result.model, out)
+        written.append(out)
+        if data_file.exists() and not data_existed:
+            written.append(data_file)
+        result.report.output = str(out)
+        if args.plan:
+            result.plan.save(args.plan)
+            written.append(Path(args.plan))
+        if args.report:
+            write_text_atomic(args.report, json.dumps(result.report.to_dict(), indent=1) + "\n")
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     _out(args, result.report.table())
     _out(args, f"wrote {out}")
     return EXIT_OK
@@ -201,6 +229,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from spa.api import verify_models
     from spa.plan import Plan
 
+    _check_seed(args.seed)
     plan = Plan.load(args.plan) if args.plan else None
     v = verify_models(args.original, args.pruned, plan, seed=args.seed, atol=args.atol, rtol=args.rtol,
                       device=args.device)
@@ -249,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
     except SpaError as exc:
-        print(f"spa: error: {exc}", file=sys.stderr)
+        message = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
+        print(f"spa: error: {message}", file=sys.stderr)
         if args.quiet < 2:
             print(f"FAILED | {time.perf_counter() - start:.2f} s | {cmd}", file=sys.stderr)
         return exc.exit_code

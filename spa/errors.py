@@ -38,6 +38,10 @@ class InvalidArgumentError(SpaError):
     """An option value is out of range or inconsistent with another option."""
 
 
+class ModelMismatchError(SpaError):
+    """Two models that should be a pruned pair do not share inputs and outputs."""
+
+
 class VerificationError(SpaError):
     """The pruned model does not match the masked original."""
 

@@ -45,6 +45,8 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         model = onnx.load(str(p), load_external_data=True)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise ModelLoadError(f"{p}: not a valid ONNX file (protobuf decode failed: {exc})") from None
+    except onnx.checker.ValidationError as exc:  # raised for missing/invalid external data
+        raise ModelLoadError(f"{p}: external data cannot be read: {str(exc).strip().splitlines()[0]}") from None
     except FileNotFoundError as exc:
         raise ModelLoadError(f"{p}: external data file missing: {exc.filename or exc}") from None
     except OSError as exc:
@@ -102,8 +104,9 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
     o = Path(out)
     parent = o.parent if str(o.parent) else Path(".")
     big = model.ByteSize() > _EXTERNAL_DATA_THRESHOLD if _fits_bytesize(model) else True
-    tmpdir = tempfile.mkdtemp(prefix=".spa-", dir=parent)
+    tmpdir = ""
     try:
+        tmpdir = tempfile.mkdtemp(prefix=".spa-", dir=parent)
         tmp_model = Path(tmpdir) / o.name
         data_name = o.name + ".data"
         if big:
@@ -125,7 +128,8 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         raise OutputError(f"{o}: cannot write: {exc}") from None
     finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
     log.debug("wrote %s%s", o, " (+ external data)" if big else "")
     return o
 
@@ -149,9 +153,16 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=parent)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, o)
     except OSError as exc:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise OutputError(f"{o}: cannot write: {exc}") from None
     return o
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -134,9 +134,8 @@ def make_plan(
                 options=dict(options or {}))
     kept = kept_spaces(groups, kept_units)
     for (t, a), keep in sorted(kept.items()):
-        if ctx.is_stored(t):
-            size = ctx.dim(t, a)
-            assert size is not None
+        size = ctx.dim(t, a)
+        if ctx.is_stored(t) and size is not None and len(keep) < size:  # only tensors that shrink
             plan.slices.append(SliceEntry(t, a, size, keep.tolist()))
     plan.inexact = sorted({m for g in groups if g.id in kept_units and len(kept_units[g.id]) < g.n_units
                            for m in g.inexact})
@@ -153,14 +152,20 @@ def make_plan(
 
 
 def units_from_plan(plan: Plan, groups: list[Group], ctx: ModelContext) -> dict[int, np.ndarray]:
-    """Recover the kept units of every group from a plan's slices, checking it fits the model."""
+    """Recover the kept units of every group from a plan's slices, checking it fits the model.
+
+    Each entry says which units of its group it keeps and which it drops (a member may hold only
+    some units, e.g. one input of a concat); a unit no entry drops is kept. Afterwards every
+    stored member of the group must be sliced exactly as the plan says (or not at all).
+    """
     entries: dict[Space, SliceEntry] = {}
     for s in plan.slices:
         if (s.initializer, s.axis) in entries:
             raise PlanError(f"plan slices '{s.initializer}' axis {s.axis} twice")
         entries[(s.initializer, s.axis)] = s
     owner = {sp: g for g in groups for sp in g.members}
-    kept_units: dict[int, np.ndarray] = {}
+    dropped: dict[int, set[int]] = {}
+    kept: dict[int, set[int]] = {}
     for space, entry in entries.items():
         g = owner.get(space)
         if g is None or not g.prunable:
@@ -172,15 +177,25 @@ def units_from_plan(plan: Plan, groups: list[Group], ctx: ModelContext) -> dict[
         keep = np.asarray(entry.keep, dtype=np.int64)
         if keep.size == 0 or np.any(np.diff(keep) <= 0) or keep[0] < 0 or keep[-1] >= entry.size:
             raise PlanError(f"plan keep list for '{space[0]}' axis {space[1]} is not sorted unique indices in range")
-        units = g.units_from_indices(space, keep)
-        if units is None:
+        units = g.unit_of[space]
+        mask = np.zeros(len(units), bool)
+        mask[keep] = True
+        k, d = set(np.unique(units[mask]).tolist()), set(np.unique(units[~mask]).tolist())
+        if k & d:
             raise PlanError(f"plan keeps part of a coupled unit in '{space[0]}' axis {space[1]}")
-        if g.id in kept_units and not np.array_equal(kept_units[g.id], units):
-            raise PlanError(f"plan is inconsistent within the group of '{space[0]}' axis {space[1]}")
-        kept_units[g.id] = units
-    for gid, units in kept_units.items():
-        g = next(x for x in groups if x.id == gid)
+        kept.setdefault(g.id, set()).update(k)
+        dropped.setdefault(g.id, set()).update(d)
+    result: dict[int, np.ndarray] = {}
+    by_id = {g.id: g for g in groups}
+    for gid, drop in dropped.items():
+        g = by_id[gid]
+        if drop & kept[gid]:
+            raise PlanError(f"plan is inconsistent within the group of {g.describe(ctx)}")
+        units = np.setdiff1d(np.arange(g.n_units), sorted(drop))
         for space in g.params(ctx):
-            if len(units) < g.n_units and space not in entries:
-                raise PlanError(f"plan does not slice '{space[0]}' axis {space[1]}, which is coupled to the others it slices")
-    return kept_units
+            expect = g.kept_indices(space, units)
+            entry = entries.get(space)
+            if (entry.keep if entry else list(range(ctx.dim(*space) or 0))) != expect.tolist():
+                raise PlanError(f"plan slices '{space[0]}' axis {space[1]} differently from the channels coupled to it")
+        result[gid] = units
+    return result

@@ -17,10 +17,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from spa.errors import PlanError
+from spa.errors import ModelMismatchError, PlanError
 from spa.passes.slice_initializers import stored_tensors
 from spa.plan import Plan
-from spa.runtime import make_session, random_inputs, run
+from spa.runtime import input_specs, make_session, random_inputs, run
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,17 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     return masked
 
 
+def _check_same_interface(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
+    """Pruning never changes inputs or outputs; models that differ there are not a pair."""
+    for kind, a, b in (("inputs", input_specs(original), input_specs(pruned)),
+                       ("outputs", [o.name for o in original.graph.output], [o.name for o in pruned.graph.output])):
+        names_a = [x[0] if isinstance(x, tuple) else x for x in a]
+        names_b = [x[0] if isinstance(x, tuple) else x for x in b]
+        if names_a != names_b:
+            raise ModelMismatchError(f"the two models have different {kind}: {names_a} vs {names_b}; "
+                                     "was the second pruned from the first?")
+
+
 def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float, rtol: float) -> list[OutputDiff]:
     diffs = []
     for name, r in ref.items():
@@ -111,6 +122,7 @@ def verify(
     shapes: dict[str, list[int]] | None = None,
 ) -> Verification:
     """Run the check described in the module docstring."""
+    _check_same_interface(original, pruned)
     feeds = random_inputs(original, seed=seed, shapes=shapes, batch=batch)
     got = run(make_session(pruned, device), feeds)
     if plan is None:

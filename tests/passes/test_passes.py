@@ -1,0 +1,124 @@
+"""Each pass: it does its rewrite, running it twice changes nothing, and it refuses a bad case."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from modelkit import conv, init_shape, model, w
+from onnx import helper, numpy_helper
+from spa.passes import (
+    CleanupPass,
+    DropValueInfoPass,
+    PassError,
+    PassManager,
+    RewriteShapeConstantsPass,
+    SliceInitializersPass,
+    UpdateAttributesPass,
+)
+
+import spa
+from spa.plan import SliceEntry, kept_spaces
+
+
+def _chain() -> onnx.ModelProto:
+    inits: dict = {"shape": np.array([1, -1], np.int64), "fc": w(8 * 4, 3)}
+    nodes = [conv("x", "a", 3, 8, inits=inits), conv("a", "dw", 8, 8, group=8, inits=inits),
+             helper.make_node("Reshape", ["dw", "shape"], ["r"]), helper.make_node("MatMul", ["r", "fc"], ["y"])]
+    return model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 3]}, inits)
+
+
+def test_slice_initializers_slices_once_and_refuses_wrong_size() -> None:
+    m = _chain()
+    bias = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "a.b")).copy()
+    p = SliceInitializersPass([SliceEntry("a.w", 0, 8, [1, 3]), SliceEntry("a.b", 0, 8, [1, 3])])
+    assert p(m).modified
+    assert init_shape(m, "a.w") == [2, 3, 3, 3]
+    np.testing.assert_array_equal(numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "a.b")),
+                                  bias[[1, 3]])
+    assert not p(m).modified  # idempotent
+    with pytest.raises(PassError):
+        SliceInitializersPass([SliceEntry("a.w", 0, 5, [0, 1, 2])])(m)
+    with pytest.raises(PassError):
+        SliceInitializersPass([SliceEntry("missing", 0, 5, [0])])(m)
+
+
+def _analysis_and_kept(m: onnx.ModelProto):
+    a = spa.analyze(m)
+    g = next(g for g in a.groups if ("a.w", 0) in g.members)
+    kept = kept_spaces(a.groups, {g.id: np.array([0, 2, 5])})
+    return a, kept
+
+
+def test_update_attributes_sets_group_idempotently() -> None:
+    a, kept = _analysis_and_kept(_chain())
+    p = UpdateAttributesPass(a.ctx, kept)
+    assert p(a.model).modified
+    dw = next(n for n in a.model.graph.node if n.name == "dw")
+    assert next(x.i for x in dw.attribute if x.name == "group") == 3
+    assert not p(a.model).modified
+
+
+def test_update_attributes_leaves_nodes_without_rules_alone() -> None:
+    m = _chain()
+    m.graph.node[1].op_type = "ConvInteger"  # no rule: its group is blocked, the node never touched
+    a = spa.analyze(m)
+    assert all(not g.prunable for g in a.groups if ("dw", 1) in g.members)
+    before = a.model.SerializeToString()
+    assert not UpdateAttributesPass(a.ctx, {})(a.model).modified
+    assert a.model.SerializeToString() == before
+
+
+def test_rewrite_shape_constants_never_mutates_shared_constant() -> None:
+    m = _chain()
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([1, 32], np.int64), "shape"))
+    # A second Reshape reads the same constant from an unpruned tensor.
+    m.graph.node.append(helper.make_node("Reshape", ["x", "shape2"], ["r2"]))
+    m.graph.initializer.append(numpy_helper.from_array(np.array([1, 12], np.int64), "shape2"))
+    a, kept = _analysis_and_kept(m)
+    p = RewriteShapeConstantsPass(a.ctx, kept)
+    assert p(a.model).modified
+    rs = next(n for n in a.model.graph.node if n.op_type == "Reshape" and n.input[0] == "dw")
+    assert rs.input[1] != "shape"
+    new = numpy_helper.to_array(next(t for t in a.model.graph.initializer if t.name == rs.input[1]))
+    assert new.tolist() == [1, 12]
+    assert numpy_helper.to_array(next(t for t in a.model.graph.initializer if t.name == "shape")).tolist() == [1, 32]
+    assert not p(a.model).modified
+
+
+def test_drop_value_info_only_named_tensors() -> None:
+    m = onnx.shape_inference.infer_shapes(_chain())
+    names = {v.name for v in m.graph.value_info}
+    assert {"a", "dw"} <= names
+    p = DropValueInfoPass(["a", "dw", "y"])
+    assert p(m).modified
+    assert {v.name for v in m.graph.value_info} == names - {"a", "dw"}
+    assert [o.name for o in m.graph.output] == ["y"]
+    assert not p(m).modified
+
+
+def test_cleanup_removes_unused_initializers_and_sorts() -> None:
+    m = _chain()
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "orphan"))
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(reversed(nodes))
+    result = CleanupPass()(m)
+    assert result.modified
+    assert "orphan" not in {t.name for t in m.graph.initializer}
+    onnx.checker.check_model(m, full_check=True)
+    assert not CleanupPass()(m).modified
+
+
+def test_cleanup_refuses_cycle() -> None:
+    g = helper.make_graph([helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"])], "cyc",
+                          [], [helper.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [1])])
+    with pytest.raises(PassError):
+        CleanupPass()(helper.make_model(g))
+
+
+def test_pass_manager_reaches_fixpoint() -> None:
+    a, kept = _analysis_and_kept(_chain())
+    result = PassManager([UpdateAttributesPass(a.ctx, kept), CleanupPass()])(a.model)
+    assert result.modified
+    assert not PassManager([UpdateAttributesPass(a.ctx, kept), CleanupPass()])(a.model).modified

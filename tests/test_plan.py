@@ -1,0 +1,90 @@
+"""Plan: JSON round trip, replay on the same model, and refusal of plans that do not fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from modelkit import assert_masked_equivalent
+from onnx import numpy_helper
+
+import spa
+from spa.errors import PlanError
+from spa.plan import Plan
+
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+
+
+def _inits(m):
+    return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+
+
+def test_round_trip_and_format(tmp_path: Path) -> None:
+    _, plan, _ = spa.prune(ZOO / "resnet_basic.ts.onnx", ratio=0.4)
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    data = json.loads(path.read_text())
+    assert data["format"] == "spa-plan/1"
+    assert {"model", "criterion", "ratio", "slices", "groups"} <= set(data)
+    s0 = data["slices"][0]
+    assert set(s0) == {"initializer", "axis", "size", "keep"}
+    assert Plan.load(path) == plan
+
+
+@pytest.mark.parametrize("name", ["resnet_basic.ts.onnx", "densenet_block.dynamo.onnx", "resnext.ts.onnx",
+                                  "conv_flatten_linear.dynamo.onnx"])
+def test_replay_reproduces_the_model(name: str) -> None:
+    original = spa.load_model(ZOO / name)
+    first, plan, _ = spa.prune(original, ratio=0.5, criterion="random", seed=3)
+    replay, plan2, _ = spa.prune(original, from_plan=plan)
+    a, b = _inits(first), _inits(replay)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert plan2.slices == plan.slices
+    assert_masked_equivalent(original, replay, plan)
+
+
+def test_plan_names_every_shrunk_float_tensor_of_the_input() -> None:
+    original = spa.load_model(ZOO / "mobilenetv2.ts.onnx")
+    pruned, plan, _ = spa.prune(original, ratio=0.5)
+    before, after = _inits(original), _inits(pruned)
+    shrunk = {k for k in before if k in after and before[k].shape != after[k].shape}
+    assert shrunk == {s.initializer for s in plan.slices}
+    for s in plan.slices:
+        assert s.keep == sorted(set(s.keep)) and len(s.keep) < s.size
+
+
+def test_plan_for_another_model_is_refused() -> None:
+    _, plan, _ = spa.prune(ZOO / "vgg_bn.ts.onnx", ratio=0.4)
+    with pytest.raises(PlanError):
+        spa.prune(ZOO / "resnet_basic.ts.onnx", from_plan=plan)
+
+
+def test_plan_splitting_a_unit_is_refused() -> None:
+    _, plan, _ = spa.prune(ZOO / "resnext.ts.onnx", ratio=0.5)
+    grouped = spa.analyze(ZOO / "resnext.ts.onnx")
+    g = next(g for g in grouped.groups if g.prunable and max(np.bincount(next(iter(g.unit_of.values())))) > 1)
+    space = next(s for s in g.params(grouped.ctx))
+    bad = Plan(model="x", criterion="l1", ratio=0.5)
+    from spa.plan import SliceEntry
+
+    size = grouped.ctx.dim(*space)
+    bad.slices = [SliceEntry(space[0], space[1], size, [0])]  # keeps one channel of a multi-channel unit
+    with pytest.raises(PlanError, match="part of a coupled unit|does not slice"):
+        spa.prune(ZOO / "resnext.ts.onnx", from_plan=bad)
+    assert plan.slices
+
+
+@pytest.mark.parametrize("payload,match", [
+    ("not json", "not JSON"),
+    ('{"format": "other"}', "not a spa-plan/1"),
+    ('{"format": "spa-plan/1", "slices": [{"initializer": "x"}]}', "malformed"),
+])
+def test_malformed_plan_files(tmp_path: Path, payload: str, match: str) -> None:
+    p = tmp_path / "p.json"
+    p.write_text(payload)
+    with pytest.raises(PlanError, match=match):
+        Plan.load(p)
