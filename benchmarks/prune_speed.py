@@ -100,8 +100,9 @@ def export_model(name: str, exporter: str, folder: Path) -> Path:
         "export_to(sys.argv[1], sys.argv[2], exporter=sys.argv[3])"
     )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, name, str(path), exporter],
-                          cwd=REPO_ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, name, str(path), exporter], cwd=REPO_ROOT, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"export of {name} ({exporter}) failed:\n{proc.stderr[-4000:]}")
     log.info("exported %s in %.1f s (%.1f MB)", path.name, time.perf_counter() - t0, path.stat().st_size / 1e6)
@@ -239,7 +240,8 @@ def markdown(results: Sequence[Result], runs: int, startup_s: float | None) -> s
     ]
     for r in results:
         cells = [
-            r.model, r.exporter,
+            r.model,
+            r.exporter,
             f"{_si(r.params_before)}→{_si(r.params_after)}",
             f"{_si(r.macs_before)}→{_si(r.macs_after)}",
             *(f"{r.stages_s.get(s, 0.0):.2f}" for s in STAGES),
@@ -252,9 +254,13 @@ def markdown(results: Sequence[Result], runs: int, startup_s: float | None) -> s
     details = [r for r in results if r.detail_s]
     if details:
         names = list(details[0].detail_s)
-        lines += ["", "Checks inside prune (seconds, median):", "",
-                  "| step | " + " | ".join(f"{r.model} {r.exporter}" for r in details) + " |",
-                  "|---|" + "|".join("---" for _ in details) + "|"]
+        lines += [
+            "",
+            "Checks inside prune (seconds, median):",
+            "",
+            "| step | " + " | ".join(f"{r.model} {r.exporter}" for r in details) + " |",
+            "|---|" + "|".join("---" for _ in details) + "|",
+        ]
         for n in names:
             lines.append(f"| {n} | " + " | ".join(f"{r.detail_s.get(n, 0.0):.3f}" for r in details) + " |")
     return "\n".join(lines)
@@ -267,8 +273,12 @@ def to_json(results: Sequence[Result], runs: int, startup_s: float | None) -> di
         d["work_ok"], d["cli_ok"] = r.work_ok, r.cli_ok
         rows.append(d)
     return {
-        "runs": runs, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-        "onnx": onnx.__version__, "startup_s": startup_s, "results": rows,
+        "runs": runs,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "onnx": onnx.__version__,
+        "startup_s": startup_s,
+        "results": rows,
     }
 
 
@@ -297,8 +307,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     tmp = Path(tempfile.mkdtemp(prefix="spa-bench-"))
     cache = args.cache if args.cache else tmp
     cache.mkdir(parents=True, exist_ok=True)
@@ -308,8 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in args.models:
             for exporter in args.exporters:
                 path = export_model(name, exporter, cache)
-                res = Result(name, exporter, path.name, path.stat().st_size,
-                             work_target_s=WORK_TARGETS.get(name), cli_target_s=CLI_TARGETS.get(name))
+                res = Result(
+                    name,
+                    exporter,
+                    path.name,
+                    path.stat().st_size,
+                    work_target_s=WORK_TARGETS.get(name),
+                    cli_target_s=CLI_TARGETS.get(name),
+                )
                 out = tmp / f"{name}.{exporter}.pruned.onnx"
                 bench_work(path, out, args.ratio, args.criterion, args.runs, res)
                 if not args.no_cli:

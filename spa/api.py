@@ -28,6 +28,7 @@ from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
 from spa.report import BlockedGroup, Report
 from spa.rewrite import apply_plan, check_valid
 from spa.selection import check_ratio, select_units
+from spa.shapes import complete_with_runtime, infer_shapes
 from spa.verify import Verification, verify
 
 log = logging.getLogger(__name__)
@@ -64,21 +65,13 @@ def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     return load_model(model), str(model)
 
 
-def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference with data propagation; falls back to the model's own value_info."""
-    try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # noqa: BLE001 - inference errors come in many types
-        log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
-        return model
-
-
 def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None) -> Analysis:
     """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed)."""
     original, source = _load(model)
     work = onnx.ModelProto()
     work.CopyFrom(original)
     ctx = ModelContext.build(work, infer_shapes(work))
+    complete_with_runtime(ctx)
     cg = build_coupling(ctx, progress)
     groups = find_groups(cg, ctx)
     apply_exclusions(groups, ctx, list(exclude))

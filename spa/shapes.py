@@ -1,0 +1,76 @@
+"""Shapes: ONNX shape inference, completed by a real onnxruntime run where it leaves holes.
+
+Static inference cannot see through some exporter patterns (a Pad whose pads are computed
+from the input's rank, a Resize whose sizes come from a Shape chain). For those tensors SPA
+runs the model twice in onnxruntime, at batch 1 and batch 2, reading the holes as extra
+outputs: a size that is the same in both runs is static, one that differs stays unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from spa.graph import ModelContext
+from spa.runtime import input_specs, make_session, random_inputs, run
+
+log = logging.getLogger(__name__)
+
+# Beyond this many elements of float weights, a model is not run just to complete its shapes.
+_MAX_PARAMS_FOR_RUN = 200_000_000
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference with data propagation; falls back to the model's own value_info."""
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference errors come in many types
+        log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
+        return model
+
+
+def _holes(ctx: ModelContext) -> list[str]:
+    """Tensor outputs whose rank or a non-batch size is unknown."""
+    out = []
+    for node in ctx.model.graph.node:
+        if node.op_type.startswith("Sequence") or node.op_type == "SplitToSequence" or node.domain not in ("", "ai.onnx"):
+            continue
+        for o in node.output:
+            s = ctx.shapes.get(o)
+            if o and (s is None or None in s[1:]) and not ctx.is_constant(o):
+                out.append(o)
+    return out
+
+
+def complete_with_runtime(ctx: ModelContext) -> int:
+    """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled."""
+    holes = _holes(ctx)
+    if not holes:
+        return 0
+    size = sum(a.size for a in map(ctx.array, ctx.initializers) if a.dtype.kind == "f")
+    if size > _MAX_PARAMS_FOR_RUN:
+        log.info("%d tensor shapes unknown; model too large to run just for shapes", len(holes))
+        return 0
+    if any(not isinstance(d, int) for _, dims, _ in input_specs(ctx.model) for d in dims[1:]):
+        log.info("%d tensor shapes unknown; inputs have dynamic non-batch sizes, so not running the model", len(holes))
+        return 0
+    probe = onnx.ModelProto()
+    probe.CopyFrom(ctx.model)
+    known = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(h) for h in holes if h not in known)
+    try:
+        sess = make_session(probe)
+        runs = [run(sess, random_inputs(probe, seed=0, batch=b)) for b in (1, 2)]
+    except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
+        log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
+        return 0
+    filled = 0
+    for h in holes:
+        a, b = runs[0].get(h), runs[1].get(h)
+        if a is None or b is None or a.ndim != b.ndim:
+            continue
+        ctx.shapes[h] = tuple(int(x) if x == y else None for x, y in zip(a.shape, b.shape))
+        filled += 1
+    log.debug("completed %d of %d unknown shapes with onnxruntime", filled, len(holes))
+    return filled
