@@ -30,20 +30,20 @@ class Criterion:
 
 
 def aggregate_over_params(
-    group: Group, ctx: ModelContext, per_index: Callable[[np.ndarray], np.ndarray]
+    group: Group, ctx: ModelContext, per_index: Callable[[np.ndarray, tuple[int, ...]], np.ndarray]
 ) -> np.ndarray:
-    """Sum ``per_index(rows)`` over every stored member of ``group``, unit by unit.
+    """Sum ``per_index(tensor, other_axes)`` over every stored member of ``group``, unit by unit.
 
-    For each member tensor ``t`` sliced on axis ``a``, ``rows`` is ``t`` with axis ``a`` moved to
-    the front and the rest flattened (one row per index); ``per_index`` returns one number per
-    row. A unit's score is the sum over all its rows in all members — producer filters, norm
-    parameters, and the consumer weight columns that read the unit.
+    For each member tensor ``t`` sliced on axis ``a``, ``per_index`` reduces ``t`` over every
+    axis but ``a`` (``other_axes``) to one number per index. A unit's score is the sum over all
+    its indices in all members — producer filters, norm parameters, and the consumer weight
+    columns that read the unit.
     """
     scores = np.zeros(group.n_units, dtype=np.float64)
     for space in group.params(ctx):
-        arr = np.asarray(ctx.array(space[0]), dtype=np.float64)
-        if arr.ndim == 0:
+        arr = ctx.array(space[0])
+        if arr.ndim == 0 or arr.dtype.kind != "f":
             continue
-        rows = np.moveaxis(arr, space[1], 0).reshape(arr.shape[space[1]], -1)
-        np.add.at(scores, group.unit_of[space], per_index(rows))
+        others = tuple(i for i in range(arr.ndim) if i != space[1])
+        np.add.at(scores, group.unit_of[space], per_index(arr, others))
     return scores

@@ -15,4 +15,4 @@ class L1Criterion(Criterion):
     name = "l1"
 
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
-        return aggregate_over_params(group, ctx, lambda rows: np.abs(rows).sum(axis=1))
+        return aggregate_over_params(group, ctx, lambda t, axes: np.abs(t).sum(axis=axes, dtype=np.float64))

@@ -15,4 +15,6 @@ class L2Criterion(Criterion):
     name = "l2"
 
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
-        return np.sqrt(aggregate_over_params(group, ctx, lambda rows: np.square(rows).sum(axis=1)))
+        return np.sqrt(
+            aggregate_over_params(group, ctx, lambda t, axes: np.square(t, dtype=np.float64).sum(axis=axes))
+        )

@@ -166,7 +166,7 @@ class ModelContext:
             if t in self.initializers:
                 stored.add(t)
                 continue
-            node = self.producer[t]
+            node = self._shape_as_constant(self.producer[t])
             cone.append(node)
             if len(cone) > 64:
                 return None
@@ -178,7 +178,7 @@ class ModelContext:
             return None
         from onnx.reference import ReferenceEvaluator
 
-        order = [self._foldable(n) for n in sorted(cone, key=lambda n: self.node_index[n.name])]
+        order = [self._foldable(n) for n in sorted(cone, key=lambda n: self.node_index.get(n.name, -1))]
         graph = onnx.helper.make_graph(
             order, "fold", [], [onnx.helper.make_empty_tensor_value_info(name)],
             initializer=[self.initializers[t] for t in stored],
@@ -193,6 +193,20 @@ class ModelContext:
         if self.shapes.get(name) is None or None in (self.shapes.get(name) or ()):
             self.shapes[name] = tuple(int(d) for d in value.shape)
         return value
+
+    def _shape_as_constant(self, node: onnx.NodeProto) -> onnx.NodeProto:
+        """``Shape(w)`` of a fully known shape is a constant: fold it without reading ``w``."""
+        if node.op_type != "Shape":
+            return node
+        shape = self.shapes.get(node.input[0])
+        if shape is None or None in shape:
+            return node
+        start = int(attr(node, "start", 0))  # type: ignore[arg-type]
+        end = attr(node, "end")
+        value = np.array(shape[slice(start, None if end is None else int(end))], dtype=np.int64)  # type: ignore[arg-type]
+        const = onnx.helper.make_node("Constant", [], list(node.output), name=node.name,
+                                      value=numpy_helper.from_array(value))
+        return const
 
     def _foldable(self, node: onnx.NodeProto) -> onnx.NodeProto:
         """CastLike reads only the type of its second input: fold it as a Cast."""

@@ -64,8 +64,30 @@ def measure(ctx: ModelContext) -> Cost:
         if ctx.dtypes.get(name) in FLOAT_TYPES:
             params += _prod(ctx.shape(name)) or 0
     macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
-    try:
-        size = ctx.model.ByteSize()
-    except ValueError:  # pragma: no cover - over 2 GiB
-        size = -1
-    return Cost(params=params, macs=macs, size_bytes=size)
+    return Cost(params=params, macs=macs, size_bytes=serialized_size(ctx.model))
+
+
+def serialized_size(model: onnx.ModelProto) -> int:
+    """Bytes of the serialized model, weights included (external data counted as stored).
+
+    Computed as the weightless graph's size plus each large tensor's payload, which avoids
+    encoding hundreds of megabytes of weights just to count them (exact to a few bytes per
+    tensor).
+    """
+    from spa.shapes import weightless
+
+    payload = 0
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) > 1024:
+            payload += _tensor_bytes(t)
+    return weightless(model).ByteSize() + payload
+
+
+def _tensor_bytes(t: onnx.TensorProto) -> int:
+    if t.raw_data:
+        return len(t.raw_data)
+    for loc in t.external_data:
+        if loc.key == "length":
+            return int(loc.value)
+    n = int(np.prod(t.dims, dtype=np.int64))
+    return n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 0

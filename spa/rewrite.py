@@ -42,8 +42,9 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
 
 def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str = "cpu") -> None:
     """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime."""
+    data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        onnx.checker.check_model(data, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         if _passes_full_check(original):
             raise RewriteError(
@@ -55,7 +56,7 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str 
     from spa.runtime import make_session, random_inputs, run
 
     try:
-        run(make_session(pruned, device), random_inputs(pruned, seed=0))
+        run(make_session(data, device), random_inputs(pruned, seed=0))
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types

@@ -61,14 +61,15 @@ def providers_for(device: str) -> list[str]:
     raise InvalidArgumentError(f"--device must be 'cpu' or 'cuda', got '{device}'")
 
 
-def make_session(model: onnx.ModelProto | str, device: str = "cpu", threads: int = 0) -> Any:
-    """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose)."""
+def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0) -> Any:
+    """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose) from a model,
+    a path, or serialized bytes."""
     ort = _ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    src = model if isinstance(model, str) else model.SerializeToString()
+    src = model if isinstance(model, (str, bytes)) else model.SerializeToString()
     return ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 
 from spa.graph import ModelContext
@@ -21,10 +22,38 @@ log = logging.getLogger(__name__)
 _MAX_PARAMS_FOR_RUN = 200_000_000
 
 
+def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers over ``threshold`` elements became typed inputs.
+
+    Shape inference and the structural checker only need the types and shapes of large weights;
+    copying and serialising their bytes dominates their cost on large models.
+    """
+    light = onnx.ModelProto()
+    g = model.graph
+    for field_name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field_name, getattr(model, field_name))
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    lg = light.graph
+    lg.name = g.name
+    lg.node.extend(g.node)
+    lg.input.extend(g.input)
+    lg.output.extend(g.output)
+    lg.value_info.extend(g.value_info)
+    declared = {i.name for i in g.input}
+    for t in g.initializer:
+        if int(np.prod(t.dims, dtype=np.int64)) <= threshold:
+            lg.initializer.append(t)
+        elif t.name not in declared:
+            lg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Shape inference with data propagation; falls back to the model's own value_info."""
+    """Shape inference with data propagation (on a weightless copy); falls back to the model's
+    own value_info."""
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return onnx.shape_inference.infer_shapes(weightless(model), data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference errors come in many types
         log.warning("shape inference failed (%s); using the shapes stored in the model", exc)
         return model
