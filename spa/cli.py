@@ -286,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spa: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `spa groups model.onnx | head`: the reader left, nothing to report
+        sys.stdout = None  # type: ignore[assignment]  # silence the flush at exit
+        return EXIT_OK
     if args.quiet < 1:
         print(f"PASSED | {time.perf_counter() - start:.2f} s | {cmd}")
     return code

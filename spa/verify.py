@@ -82,12 +82,13 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
 
 def _check_same_interface(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
     """Pruning never changes inputs or outputs; models that differ there are not a pair."""
+    def outputs(m: onnx.ModelProto) -> list[tuple[str, int]]:
+        return [(o.name, o.type.tensor_type.elem_type) for o in m.graph.output]
+
     for kind, a, b in (("inputs", input_specs(original), input_specs(pruned)),
-                       ("outputs", [o.name for o in original.graph.output], [o.name for o in pruned.graph.output])):
-        names_a = [x[0] if isinstance(x, tuple) else x for x in a]
-        names_b = [x[0] if isinstance(x, tuple) else x for x in b]
-        if names_a != names_b:
-            raise ModelMismatchError(f"the two models have different {kind}: {names_a} vs {names_b}; "
+                       ("outputs", outputs(original), outputs(pruned))):
+        if a != b:
+            raise ModelMismatchError(f"the two models have different {kind}: {a} vs {b}; "
                                      "was the second pruned from the first?")
 
 
