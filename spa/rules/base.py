@@ -164,3 +164,20 @@ def dim_or_block(ctx: ModelContext, c: Coupling, space: Space, node: onnx.NodePr
     if n is None:
         c.block(asked, f"shape of '{space[0]}' axis {space[1]} is unknown at {node_label(node)}")
     return n
+
+
+def tie(ctx: ModelContext, node: onnx.NodeProto, space: Space, sets: list[list[Space]]) -> Coupling:
+    """Couple ``space`` index for index with every other member of the set that contains it.
+
+    Blocks ``space`` when no set contains it: the rule does not know that axis.
+    """
+    c = Coupling()
+    for members in sets:
+        if space in members:
+            n = dim_or_block(ctx, c, space, node, space)
+            if n is not None:
+                for s in members:
+                    if s != space:
+                        c.same(space, s, n)
+            return c
+    return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from spa.graph import ModelContext, Space, attr, node_label
-from spa.rules.base import Coupling, Rule, dim_or_block, position, register
+from spa.rules.base import Coupling, Rule, register, tie
 
 
 @register
@@ -43,15 +43,7 @@ class GemmRule(Rule):
                 outs.append((bias, rb - 1))
             if rb == 2 and ctx.dim(bias, 0) != 1:
                 rows.append((bias, 0))
-        for spaces in (rows, ins, outs):
-            if space in spaces:
-                n = dim_or_block(ctx, c, spaces[0], node, space)
-                if n is not None:
-                    for s in spaces:
-                        if s != space:
-                            c.same(space, s, n)
-                return c
-        return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")
+        return tie(ctx, node, space, [rows, ins, outs])
 
 
 @register
@@ -74,15 +66,6 @@ class MatMulRule(Rule):
         ra, ry = ctx.rank(a), ctx.rank(y)
         if ra is None or ry is None or ra < 2:
             return c.block(space, f"{node_label(node)} input rank unknown or < 2")
-        side, idx = position(node, space[0])
-        groups: list[list[Space]] = [[(a, ra - 1), (b, 0)], [(y, ry - 1), (b, 1)]]
-        groups += [[(a, i), (y, i + ry - ra)] for i in range(ra - 1)]
-        for spaces in groups:
-            if space in spaces:
-                n = dim_or_block(ctx, c, space, node, space)
-                if n is not None:
-                    for s in spaces:
-                        if s != space:
-                            c.same(space, s, n)
-                return c
-        return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")
+        sets: list[list[Space]] = [[(a, ra - 1), (b, 0)], [(y, ry - 1), (b, 1)]]
+        sets += [[(a, i), (y, i + ry - ra)] for i in range(ra - 1)]
+        return tie(ctx, node, space, sets)

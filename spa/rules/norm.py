@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import onnx
 
-from spa.graph import ModelContext, Space, node_label
-from spa.rules.base import Coupling, Rule, dim_or_block, register
+from spa.graph import ModelContext, Space
+from spa.rules.base import Coupling, Rule, register, tie
 
 
 @register
@@ -20,15 +20,7 @@ class PerChannelNormRule(Rule):
     op_types = ("BatchNormalization", "InstanceNormalization")
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
-        c = Coupling()
         members: list[Space] = [(node.input[0], 1), (node.output[0], 1)]
         members += [(p, 0) for p in node.input[1:] if p]
         members += [(o, 0) for o in node.output[1:] if o]  # training-mode running stats
-        if space not in members:
-            return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")
-        n = dim_or_block(ctx, c, space, node, space)
-        if n is not None:
-            for s in members:
-                if s != space:
-                    c.same(space, s, n)
-        return c
+        return tie(ctx, node, space, [members])
