@@ -158,7 +158,7 @@ def verify_models(
 
     o, _ = _load(original)
     p, _ = _load(pruned)
-    if atol is not None and atol < 0 or rtol is not None and rtol < 0:
+    if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
         raise InvalidArgumentError("--atol and --rtol must be >= 0")
     return verify(o, p, plan, seed=seed, atol=ATOL if atol is None else atol,
                   rtol=RTOL if rtol is None else rtol, device=device)

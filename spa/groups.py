@@ -41,17 +41,6 @@ class Group:
         """Sorted indices of ``space`` that survive when ``kept_units`` are kept."""
         return np.flatnonzero(np.isin(self.unit_of[space], kept_units))
 
-    def units_from_indices(self, space: Space, keep: np.ndarray) -> np.ndarray | None:
-        """The kept units implied by keeping ``keep`` of ``space``; None if a unit is split."""
-        units = self.unit_of[space]
-        mask = np.zeros(len(units), bool)
-        mask[np.asarray(keep, dtype=np.int64)] = True
-        kept = np.unique(units[mask])
-        dropped = np.unique(units[~mask])
-        if np.intersect1d(kept, dropped).size:
-            return None
-        return kept
-
     def describe(self, ctx: ModelContext) -> str:
         """A short human name: the first weight member, or the first member."""
         for t, a in self.members:
