@@ -5,6 +5,7 @@ from __future__ import annotations
 from spa.passes.base import Pass, PassError, PassManager, PassResult
 from spa.passes.cleanup import CleanupPass
 from spa.passes.drop_value_info import DropValueInfoPass
+from spa.passes.materialize_views import MaterializeViewsPass
 from spa.passes.rewrite_shape_constants import RewriteShapeConstantsPass
 from spa.passes.slice_initializers import SliceInitializersPass
 from spa.passes.update_attributes import UpdateAttributesPass
@@ -12,6 +13,7 @@ from spa.passes.update_attributes import UpdateAttributesPass
 __all__ = [
     "CleanupPass",
     "DropValueInfoPass",
+    "MaterializeViewsPass",
     "Pass",
     "PassError",
     "PassManager",

@@ -55,6 +55,11 @@ class ModelContext:
     dtypes: dict[str, int] = field(default_factory=dict)
     initializers: dict[str, onnx.TensorProto] = field(default_factory=dict)
     constant_nodes: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    #: ``Identity(stored tensor)`` outputs -> that tensor. The TorchScript exporter merges equal
+    #: initializers into one and hands each user an Identity of it; each such *view* is sliced on
+    #: its own (it is materialised as an initializer when rewritten), so equal values never
+    #: couple unrelated layers.
+    views: dict[str, str] = field(default_factory=dict)
     graph_inputs: list[str] = field(default_factory=list)
     graph_outputs: list[str] = field(default_factory=list)
     opset: int = 0
@@ -87,6 +92,11 @@ class ModelContext:
                 ctx.constant_nodes[node.output[0]] = node
         ctx.graph_inputs = [i.name for i in g.input if i.name not in ctx.initializers]
         ctx.graph_outputs = [o.name for o in g.output]
+        for node in g.node:
+            src = node.input[0] if node.op_type == "Identity" and node.input else ""
+            src = ctx.views.get(src, src)
+            if (src in ctx.initializers or src in ctx.constant_nodes) and node.output[0] not in ctx.graph_outputs:
+                ctx.views[node.output[0]] = src
         src = inferred if inferred is not None else model
         for vi in list(src.graph.value_info) + list(src.graph.input) + list(src.graph.output):
             shape, dtype = _value_info_shape(vi)
@@ -100,15 +110,19 @@ class ModelContext:
             assert t is not None
             ctx.shapes[name] = tuple(int(d) for d in t.dims)
             ctx.dtypes[name] = t.data_type
+        for view, src in ctx.views.items():
+            ctx.shapes[view], ctx.dtypes[view] = ctx.shapes[src], ctx.dtypes[src]
         return ctx
 
     # ---- tensors -----------------------------------------------------------------------
     def is_stored(self, name: str) -> bool:
-        """True for an initializer or the output of a ``Constant`` node (a tensor we can slice)."""
-        return name in self.initializers or name in self.constant_nodes
+        """True for an initializer, a ``Constant`` output or a view (a tensor we can slice)."""
+        return name in self.initializers or name in self.constant_nodes or name in self.views
 
     def array(self, name: str) -> np.ndarray:
         """The value of an initializer or Constant output (cached, read-only)."""
+        if name in self.views:
+            return self.array(self.views[name])
         if name not in self._arrays:
             if name in self.initializers:
                 arr = numpy_helper.to_array(self.initializers[name])

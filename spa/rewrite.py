@@ -15,11 +15,13 @@ from spa.graph import ModelContext, Space
 from spa.passes import (
     CleanupPass,
     DropValueInfoPass,
+    MaterializeViewsPass,
     PassManager,
     RewriteShapeConstantsPass,
     SliceInitializersPass,
     UpdateAttributesPass,
 )
+from spa.passes.materialize_views import views_to_materialize
 from spa.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
         ctx.array(s.initializer)  # snapshot originals before the slice pass replaces them
     resized = {t for t, _ in kept}  # activations and weights (some exporters keep value_info for both)
     manager = PassManager([
+        MaterializeViewsPass(views_to_materialize(ctx.views, (s.initializer for s in plan.slices))),
         SliceInitializersPass(plan.slices),
         UpdateAttributesPass(ctx, kept),  # type: ignore[arg-type]
         RewriteShapeConstantsPass(ctx, kept),  # type: ignore[arg-type]

@@ -18,6 +18,8 @@ import onnx
 from onnx import numpy_helper
 
 from spa.errors import ModelMismatchError, PlanError
+from spa.passes import MaterializeViewsPass, PassError
+from spa.passes.materialize_views import identity_views, views_to_materialize
 from spa.passes.slice_initializers import stored_tensors
 from spa.plan import Plan
 from spa.runtime import input_specs, make_session, random_inputs, run
@@ -64,6 +66,11 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     """A copy of ``model`` with every index the plan removes set to zero."""
     masked = onnx.ModelProto()
     masked.CopyFrom(model)
+    names = views_to_materialize(identity_views(masked), (s.initializer for s in plan.slices))
+    try:
+        MaterializeViewsPass(names)(masked)
+    except PassError as exc:
+        raise PlanError(f"plan names a tensor the original model does not store: {exc}") from None
     tensors = stored_tensors(masked)
     for s in plan.slices:
         if s.initializer not in tensors:

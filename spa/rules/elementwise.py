@@ -32,6 +32,8 @@ class UnaryRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         side, idx = position(node, space[0])
+        if node.op_type == "Identity" and node.output[0] in ctx.views:
+            return c  # a view of a stored tensor is sliced on its own (see ModelContext.views)
         if node.op_type == "CastLike" and (side, idx) == ("in", 1):
             return c  # only the element type of input 1 is read
         if side == "in" and idx > 0:

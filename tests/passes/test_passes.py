@@ -122,3 +122,21 @@ def test_pass_manager_reaches_fixpoint() -> None:
     result = PassManager([UpdateAttributesPass(a.ctx, kept), CleanupPass()])(a.model)
     assert result.modified
     assert not PassManager([UpdateAttributesPass(a.ctx, kept), CleanupPass()])(a.model).modified
+
+
+def test_materialize_views_copies_once_and_refuses_computed() -> None:
+    from spa.passes import MaterializeViewsPass
+
+    inits: dict = {"w0": w(4)}
+    nodes = [helper.make_node("Identity", ["w0"], ["v1"]), helper.make_node("Identity", ["v1"], ["v2"]),
+             helper.make_node("Relu", ["w0"], ["r"]), helper.make_node("Add", ["v2", "x"], ["y"])]
+    m = model(nodes, {"x": [4]}, {"y": [4], "r": [4]}, inits)
+    p = MaterializeViewsPass(["v2"])
+    assert p(m).modified
+    assert "v2" in {t.name for t in m.graph.initializer}
+    assert not any("v2" in n.output for n in m.graph.node)
+    np.testing.assert_array_equal(numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "v2")),
+                                  inits["w0"])
+    assert not p(m).modified
+    with pytest.raises(PassError):
+        MaterializeViewsPass(["r"])(m)
