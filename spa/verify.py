@@ -72,18 +72,23 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     except PassError as exc:
         raise PlanError(f"plan names a tensor the original model does not store: {exc}") from None
     tensors = stored_tensors(masked)
+    by_tensor: dict[str, list] = {}
     for s in plan.slices:
         if s.initializer not in tensors:
             raise PlanError(f"plan names '{s.initializer}', which is not a stored tensor of the original model")
-        proto = tensors[s.initializer]
-        arr = numpy_helper.to_array(proto).copy()
-        if s.axis >= arr.ndim or arr.shape[s.axis] != s.size:
-            raise PlanError(f"plan says '{s.initializer}' axis {s.axis} has size {s.size}; the model disagrees")
-        drop = np.setdiff1d(np.arange(s.size), np.asarray(s.keep, dtype=np.int64))
-        idx = [slice(None)] * arr.ndim
-        idx[s.axis] = drop  # type: ignore[call-overload]
-        arr[tuple(idx)] = 0
-        proto.CopyFrom(numpy_helper.from_array(arr, s.initializer))
+        by_tensor.setdefault(s.initializer, []).append(s)
+    for name, entries in by_tensor.items():
+        proto = tensors[name]
+        arr = numpy_helper.to_array(proto).copy()  # one copy per tensor, however many axes
+        for s in entries:
+            if s.axis >= arr.ndim or arr.shape[s.axis] != s.size:
+                raise PlanError(f"plan says '{name}' axis {s.axis} has size {s.size}; the model disagrees")
+            drop = np.ones(s.size, bool)
+            drop[np.asarray(s.keep, dtype=np.int64)] = False
+            idx = [slice(None)] * arr.ndim
+            idx[s.axis] = drop  # type: ignore[call-overload]
+            arr[tuple(idx)] = 0
+        proto.CopyFrom(numpy_helper.from_array(arr, name))
     return masked
 
 
