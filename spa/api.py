@@ -123,7 +123,9 @@ def prune(
     pruned = apply_plan(a.model, a.ctx, plan, kept) if plan.slices else a.model
     check_valid(pruned, a.original, device)
     t3 = time.perf_counter()
-    after = measure(ModelContext.build(pruned, infer_shapes(pruned)))
+    after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
+    complete_with_runtime(after_ctx)  # exporter patterns static inference cannot see through
+    after = measure(after_ctx)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
     if verify_result:
         v = verify(a.original, pruned, plan, seed=seed, device=device)

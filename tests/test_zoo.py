@@ -102,3 +102,14 @@ def test_depthwise_stays_depthwise() -> None:
             assert dims[0] == g and dims[1] == 1
             dw += 1
     assert dw >= 2
+
+
+@pytest.mark.parametrize("stem", sorted({m.split(".")[0] for m in MODELS} - {"misc_ops"}))
+def test_both_exporters_prune_alike(stem: str) -> None:
+    """The same module exported two ways loses the same MACs (misc_ops differs: dynamo's
+    SplitToSequence has no rule yet)."""
+    ts = spa.prune(ZOO / f"{stem}.ts.onnx", ratio=0.5)[2]
+    dyn = spa.prune(ZOO / f"{stem}.dynamo.onnx", ratio=0.5)[2]
+    assert ts.before.macs == dyn.before.macs
+    assert ts.after.macs == dyn.after.macs
+    assert ts.groups_pruned == dyn.groups_pruned
