@@ -6,23 +6,30 @@ from spa.criteria.base import Criterion, aggregate_over_params
 from spa.criteria.bn_scale import BNScaleCriterion
 from spa.criteria.l1 import L1Criterion
 from spa.criteria.l2 import L2Criterion
+from spa.criteria.obspa import OBSPACriterion
 from spa.criteria.random import RandomCriterion
 
 from spa.errors import InvalidArgumentError
 
 CRITERIA: dict[str, type[Criterion]] = {
-    c.name: c for c in (L1Criterion, L2Criterion, BNScaleCriterion, RandomCriterion)
+    c.name: c for c in (L1Criterion, L2Criterion, BNScaleCriterion, RandomCriterion, OBSPACriterion)
 }
 
 
-def get_criterion(name: str, seed: int = 0) -> Criterion:
-    """An instance of the criterion called ``name``; raises InvalidArgumentError if unknown."""
+def get_criterion(name: str, seed: int = 0, **options: object) -> Criterion:
+    """An instance of the criterion called ``name``; raises InvalidArgumentError if unknown.
+
+    ``options`` (``stats``, ``calib``) go to criteria that take them (obspa); others ignore them.
+    """
     try:
-        return CRITERIA[name](seed=seed)
+        cls = CRITERIA[name]
     except KeyError:
         raise InvalidArgumentError(
             f"unknown criterion '{name}'; choose one of: {', '.join(sorted(CRITERIA))}"
         ) from None
+    if cls is OBSPACriterion:
+        return cls(seed=seed, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+    return cls(seed=seed)
 
 
 __all__ = ["CRITERIA", "Criterion", "aggregate_over_params", "get_criterion"]

@@ -25,8 +25,15 @@ class Criterion:
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
+    def prepare(self, groups: list[Group], ctx: ModelContext) -> None:  # noqa: B027 - optional hook
+        """Called once with every prunable group before scoring (e.g. to collect statistics)."""
+
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
         raise NotImplementedError
+
+    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray], ctx: ModelContext) -> object:
+        """New values for surviving weights (criteria with ``compensates = True``)."""
+        return None
 
 
 def aggregate_over_params(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from spa.passes.base import Pass, PassError, PassManager, PassResult
 from spa.passes.cleanup import CleanupPass
+from spa.passes.compensate_weights import CompensateWeightsPass
 from spa.passes.drop_value_info import DropValueInfoPass
 from spa.passes.materialize_views import MaterializeViewsPass
 from spa.passes.rewrite_shape_constants import RewriteShapeConstantsPass
@@ -12,6 +13,7 @@ from spa.passes.update_attributes import UpdateAttributesPass
 
 __all__ = [
     "CleanupPass",
+    "CompensateWeightsPass",
     "DropValueInfoPass",
     "MaterializeViewsPass",
     "Pass",

@@ -91,22 +91,32 @@ def prune(
     verify_result: bool = False,
     device: str = "cpu",
     progress: Progress | None = None,
+    stats: str = "auto",
+    calib: dict[str, np.ndarray] | None = None,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
     ``ratio`` removes ``floor(ratio · n)`` units of every prunable group (``global_ranking``
-    ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring.
+    ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring (a
+    compensated plan is compensated again, deterministically). ``stats`` and ``calib``
+    (arrays keyed by input name) configure ``obspa``.
     The returned model has passed the full ONNX checker and an onnxruntime run.
     """
     from spa.criteria import get_criterion
 
     t0 = time.perf_counter()
-    crit = get_criterion(criterion, seed=seed) if from_plan is None else None
+    if from_plan is not None:
+        criterion, seed = from_plan.criterion, int(from_plan.options.get("seed", seed))
+        stats = str(from_plan.options.get("stats", stats))
+    crit = get_criterion(criterion, seed=seed, stats=stats, calib=calib) if (
+        from_plan is None or from_plan.compensated) else None
     if from_plan is None:
         check_ratio(ratio)
     a = analyze(model, exclude, progress)
     before = measure(a.ctx)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
+    if crit is not None:
+        crit.prepare(a.prunable, a.ctx)
     if from_plan is not None:
         kept_units = units_from_plan(from_plan, a.groups, a.ctx)
         crit_name, ratio = from_plan.criterion, from_plan.ratio
@@ -115,12 +125,15 @@ def prune(
         scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
         kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
         crit_name = crit.name
+    compensation = crit.compensate(a.groups, kept_units, a.ctx) if crit is not None and crit.compensates else None
     t2 = time.perf_counter()
     options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed}
+    if crit is not None and crit.compensates:
+        options["stats"] = getattr(crit, "stats", stats)
     plan = make_plan(os.path.basename(a.source), crit_name, ratio, a.groups, kept_units, a.ctx, options,
-                     compensated=bool(crit is not None and crit.compensates))
+                     compensated=compensation is not None)
     kept = kept_spaces(a.groups, kept_units)
-    pruned = apply_plan(a.model, a.ctx, plan, kept) if plan.slices else a.model
+    pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
     check_valid(pruned, a.original, device)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))

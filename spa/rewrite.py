@@ -14,6 +14,7 @@ from spa.errors import RewriteError, SpaError
 from spa.graph import ModelContext, Space
 from spa.passes import (
     CleanupPass,
+    CompensateWeightsPass,
     DropValueInfoPass,
     MaterializeViewsPass,
     PassManager,
@@ -27,12 +28,21 @@ from spa.plan import Plan
 log = logging.getLogger(__name__)
 
 
-def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict[Space, object]) -> onnx.ModelProto:
-    """Rewrite ``model`` (the object ``ctx`` indexes) in place and return it."""
+def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict[Space, object],
+               compensation: object | None = None) -> onnx.ModelProto:
+    """Rewrite ``model`` (the object ``ctx`` indexes) in place and return it.
+
+    ``compensation`` (from a compensating criterion) is written before slicing.
+    """
     for s in plan.slices:
         ctx.array(s.initializer)  # snapshot originals before the slice pass replaces them
     resized = {t for t, _ in kept}  # activations and weights (some exporters keep value_info for both)
+    comp_passes = []
+    if compensation is not None:
+        values = {**compensation.weights, **compensation.biases}  # type: ignore[attr-defined]
+        comp_passes.append(CompensateWeightsPass(values, compensation.new_biases, kept))  # type: ignore[attr-defined,arg-type]
     manager = PassManager([
+        *comp_passes,
         MaterializeViewsPass(views_to_materialize(ctx.views, (s.initializer for s in plan.slices))),
         SliceInitializersPass(plan.slices),
         UpdateAttributesPass(ctx, kept),  # type: ignore[arg-type]

@@ -113,3 +113,15 @@ def test_both_exporters_prune_alike(stem: str) -> None:
     assert ts.before.macs == dyn.before.macs
     assert ts.after.macs == dyn.after.macs
     assert ts.groups_pruned == dyn.groups_pruned
+
+
+@pytest.mark.parametrize("name,stats", [(m, "moments") for m in MODELS] + [
+    (m, "synthetic") for m in ("resnet_basic.ts.onnx", "densenet_block.dynamo.onnx", "misc_ops.ts.onnx")])
+def test_obspa_prunes_every_zoo_model(name: str, stats: str) -> None:
+    original = spa.load_model(ZOO / name)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", stats=stats, verify_result=True)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert plan.compensated and report.after.params < report.before.params
+    v = report.verification
+    assert v is not None and v["mode"] == "drift"
+    assert all(np.isfinite(o["max_abs"]) for o in v["outputs"])

@@ -1,0 +1,106 @@
+"""Consumers: the linear layers that *read* a group's channels, seen as ``y = W x + b``.
+
+For OBS every consumer is a matrix ``W`` (outputs x columns) acting on an input vector ``x``:
+a Conv's unfolded patch (an input channel is a block of kernel-tap columns), a Gemm's or a
+MatMul's input features. Each column belongs to one unit of the group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from spa.graph import ModelContext, attr
+from spa.groups import Group
+
+
+@dataclass
+class Consumer:
+    node: onnx.NodeProto
+    kind: str  # "conv", "gemm" or "matmul"
+    weight: str  # initializer holding W
+    bias: str | None  # the node's bias input (an initializer, or a folded constant), if any
+    x: str  # the input activation
+    col_unit: np.ndarray  # unit id of every column of the 2-D weight
+    cols: int
+    own_bias: bool = False  # the bias is an initializer only this node reads: update it in place
+
+    # ---- the weight as a matrix --------------------------------------------------------
+    def matrix(self, ctx: ModelContext) -> np.ndarray:
+        """``W`` as (outputs, columns) float64."""
+        w = np.asarray(ctx.array(self.weight), dtype=np.float64)
+        if self.kind == "conv":
+            return w.reshape(w.shape[0], -1)
+        if self.kind == "gemm":
+            return w if int(attr(self.node, "transB", 0)) else w.T  # type: ignore[arg-type]
+        return w.T  # MatMul: B is (K, N)
+
+    def to_weight(self, ctx: ModelContext, mat: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`matrix`, in the initializer's shape and dtype."""
+        w = ctx.array(self.weight)
+        if self.kind == "conv":
+            out = mat.reshape(w.shape)
+        elif self.kind == "gemm":
+            out = mat if int(attr(self.node, "transB", 0)) else mat.T  # type: ignore[arg-type]
+        else:
+            out = mat.T
+        return np.ascontiguousarray(out, dtype=w.dtype)
+
+    def bias_vector(self, ctx: ModelContext) -> np.ndarray:
+        m = self.matrix_rows(ctx)
+        value = None if self.bias is None else ctx.constant_value(self.bias)
+        if value is None:
+            return np.zeros(m)
+        return np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (m,)).copy()
+
+    def matrix_rows(self, ctx: ModelContext) -> int:
+        shape = ctx.shape(self.weight)
+        assert shape is not None
+        if self.kind == "conv":
+            return int(shape[0])  # type: ignore[arg-type]
+        if self.kind == "gemm":
+            return int(shape[0] if int(attr(self.node, "transB", 0)) else shape[1])  # type: ignore[arg-type]
+        return int(shape[1])  # type: ignore[arg-type]
+
+
+def find_consumers(group: Group, ctx: ModelContext) -> list[Consumer]:
+    """The Conv (group 1), Gemm and MatMul nodes whose weight input axis is in ``group``.
+
+    A weight read by more than one node, or a bias computed from non-constant inputs, makes a
+    node unusable as a consumer (it is then left to the magnitude fallback).
+    """
+    out: list[Consumer] = []
+    for t, a in group.params(ctx):
+        if t not in ctx.initializers or len(ctx.consumers.get(t, ())) != 1:
+            continue
+        c = _as_consumer(ctx.consumers[t][0], ctx, t, a, group)
+        if c is not None:
+            out.append(c)
+    return out
+
+
+def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group: Group) -> Consumer | None:
+    if len(node.input) < 2 or node.input[1] != w:
+        return None
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if bias is not None and ctx.constant_value(bias) is None:
+        return None
+    shape = ctx.shape(w)
+    if shape is None:
+        return None
+    units = group.unit_of[(w, a)]
+    c: Consumer | None = None
+    if node.op_type == "Conv" and a == 1 and int(attr(node, "group", 1)) == 1:  # type: ignore[arg-type]
+        taps = int(np.prod(shape[2:], dtype=np.int64))  # type: ignore[arg-type]
+        c = Consumer(node, "conv", w, bias, node.input[0], np.repeat(units, taps), len(units) * taps)
+    elif node.op_type == "Gemm" and not int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+        k_axis = 1 if int(attr(node, "transB", 0)) else 0  # type: ignore[arg-type]
+        if a == k_axis:
+            c = Consumer(node, "gemm", w, bias, node.input[0], units, len(units))
+    elif node.op_type == "MatMul" and a == 0 and len(shape) == 2:
+        c = Consumer(node, "matmul", w, None, node.input[0], units, len(units))
+    if c is not None and bias is not None:
+        c.own_bias = bias in ctx.initializers and len(ctx.consumers.get(bias, ())) == 1
+    return c

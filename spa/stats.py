@@ -1,0 +1,309 @@
+"""Second-moment statistics ``H = E[x̃ x̃ᵀ]`` of consumer inputs, for OBS.
+
+``x̃`` is a consumer's input column vector (a Conv patch, a Gemm row) with a constant 1
+appended, so the bias takes part in the refit. Three sources:
+
+* ``moments`` (no data): every input feature is taken as independent with a mean and variance
+  derived from the model itself. A BatchNorm in inference form says its output channel is about
+  ``N(β, γ²)``; samples of that are pushed through the activations and element-wise ops that
+  follow (exact numeric semantics, correlations between operands kept); linear layers propagate
+  ``mean = W·m + b``, ``var = W²·v``; a model input counts as ``N(0, 1)``. Then
+  ``H = diag(v) + m mᵀ`` — the data-free part of OBS, whose refit moves a removed channel's
+  mean contribution into the bias.
+* ``synthetic`` (no data): seeded ``N(0, 1)`` model inputs run through onnxruntime; ``H`` is
+  accumulated from the real activations, correlations included.
+* ``data``: the same with the user's calibration inputs (``--calib``).
+
+Activations are streamed batch by batch and subsampled to at most ``rows_per_batch`` rows per
+consumer, so memory is bounded by the largest consumer's ``H`` plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from spa.consumers import Consumer
+from spa.graph import ModelContext, attr
+
+log = logging.getLogger(__name__)
+
+SAMPLES = 4096
+
+
+# --------------------------------------------------------------------------------------
+# moments without data
+# --------------------------------------------------------------------------------------
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from math import sqrt
+
+    from numpy import tanh
+
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz-Stegun 7.1.26, |error| < 1.5e-7: enough for moments.
+    s = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * np.exp(-a * a)
+    return s * y
+
+
+def _unary(node: onnx.NodeProto, x: np.ndarray, ctx: ModelContext) -> np.ndarray | None:
+    op = node.op_type
+    if op in ("Identity", "Dropout", "Cast", "CastLike"):
+        return x
+    if op == "Relu":
+        return np.maximum(x, 0)
+    if op == "LeakyRelu":
+        return np.where(x >= 0, x, float(attr(node, "alpha", 0.01)) * x)  # type: ignore[arg-type]
+    if op == "Sigmoid":
+        return 1.0 / (1.0 + np.exp(-x))
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "HardSigmoid":
+        return np.clip(float(attr(node, "alpha", 0.2)) * x + float(attr(node, "beta", 0.5)), 0, 1)  # type: ignore[arg-type]
+    if op == "HardSwish":
+        return x * np.clip(x / 6.0 + 0.5, 0, 1)
+    if op == "Elu":
+        return np.where(x > 0, x, float(attr(node, "alpha", 1.0)) * np.expm1(np.minimum(x, 0)))  # type: ignore[arg-type]
+    if op == "Selu":
+        a, g = float(attr(node, "alpha", 1.67326)), float(attr(node, "gamma", 1.0507))  # type: ignore[arg-type]
+        return g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+    if op == "Softplus":
+        return np.logaddexp(0, x)
+    if op == "Mish":
+        return x * np.tanh(np.logaddexp(0, x))
+    if op == "Gelu":
+        return _gelu(x) if attr(node, "approximate", "none") in ("tanh", b"tanh") else 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    if op == "Erf":
+        return _erf(x)
+    if op == "Neg":
+        return -x
+    if op == "Abs":
+        return np.abs(x)
+    if op == "Clip":
+        lo = _scalar(ctx, node, 1, attr(node, "min", -np.inf))
+        hi = _scalar(ctx, node, 2, attr(node, "max", np.inf))
+        return None if lo is None or hi is None else np.clip(x, lo, hi)
+    return None
+
+
+def _scalar(ctx: ModelContext, node: onnx.NodeProto, i: int, default: object) -> float | None:
+    if len(node.input) <= i or not node.input[i]:
+        return float(default)  # type: ignore[arg-type]
+    v = ctx.constant_value(node.input[i])
+    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
+
+
+_PASS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Pad", "Resize", "Upsample", "LpPool",
+         "GlobalLpPool", "ReduceMean", "ReduceMax"}
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Max": np.maximum,
+           "Min": np.minimum}
+
+
+class MomentEstimator:
+    """Per-channel samples of activations (channel axis 1), derived from the model alone."""
+
+    def __init__(self, ctx: ModelContext, seed: int = 0, samples: int = SAMPLES) -> None:
+        self.ctx = ctx
+        self.rng = np.random.default_rng(seed)
+        self.s = samples
+        self._memo: dict[str, np.ndarray | None] = {}
+
+    def moments(self, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """Mean and variance of every index of ``tensor``'s axis 1 (features after Flatten)."""
+        node = self.ctx.producer.get(tensor)
+        if node is not None and node.op_type in ("Flatten", "Reshape"):
+            src = node.input[0]
+            shape = self.ctx.shape(src)
+            inner = shape[2:] if shape is not None else None
+            if inner is not None and all(d is not None for d in inner) and self.ctx.dim(tensor, 1) == \
+                    (self.ctx.dim(src, 1) or 0) * int(np.prod(inner, dtype=np.int64)):  # type: ignore[arg-type]
+                ch = self.moments(src)
+                if ch is None:
+                    return None
+                k = int(np.prod(inner, dtype=np.int64))  # type: ignore[arg-type]
+                return np.repeat(ch[0], k), np.repeat(ch[1], k)
+        x = self.samples(tensor)
+        if x is None:
+            return None
+        return x.mean(axis=0), x.var(axis=0)
+
+    def samples(self, tensor: str) -> np.ndarray | None:
+        """(samples, channels) draws of ``tensor`` along axis 1, or None if not derivable."""
+        if tensor not in self._memo:
+            self._memo[tensor] = None  # cycle guard
+            try:
+                self._memo[tensor] = self._derive(tensor)
+            except (ValueError, FloatingPointError):
+                self._memo[tensor] = None
+        return self._memo[tensor]
+
+    def _normal(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        return self.rng.standard_normal((self.s, mean.size)) * np.sqrt(np.maximum(var, 0)) + mean
+
+    def _derive(self, tensor: str) -> np.ndarray | None:
+        ctx = self.ctx
+        c = ctx.dim(tensor, 1) if (ctx.rank(tensor) or 0) >= 2 else None
+        if tensor in ctx.graph_inputs:
+            return None if c is None else self.rng.standard_normal((self.s, c))
+        node = ctx.producer.get(tensor)
+        if node is None or c is None:
+            return None
+        op = node.op_type
+        if op in ("BatchNormalization", "InstanceNormalization"):
+            gamma, beta = ctx.constant_value(node.input[1]), ctx.constant_value(node.input[2])
+            if gamma is None or beta is None:
+                return None
+            return self._normal(beta.astype(np.float64), gamma.astype(np.float64) ** 2)
+        if op in _PASS or op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
+            x = self.samples(node.input[0])
+            return x if x is not None and x.shape[1] == c else None
+        if op == "Concat" and int(attr(node, "axis", 0)) % (ctx.rank(tensor) or 1) == 1:  # type: ignore[arg-type]
+            parts = [self.samples(i) for i in node.input]
+            return None if any(p is None for p in parts) else np.concatenate(parts, axis=1)  # type: ignore[arg-type]
+        if op in _BINARY:
+            a, b = (self._operand(i, c) for i in node.input[:2])
+            return None if a is None or b is None else _BINARY[op](a, b)
+        if op in ("Conv", "Gemm", "MatMul"):
+            return self._linear(node, c)
+        x = self.samples(node.input[0]) if node.input else None
+        return None if x is None else _unary(node, x, ctx)
+
+    def _operand(self, name: str, c: int) -> np.ndarray | None:
+        v = self.ctx.constant_value(name)
+        if v is None:
+            return self.samples(name)
+        v = np.asarray(v, dtype=np.float64)
+        if v.size == 1:
+            return v.reshape(1, 1)
+        squeezed = v.reshape(-1)
+        return squeezed.reshape(1, c) if squeezed.size == c else None
+
+    def _linear(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
+        from spa.consumers import Consumer
+
+        ctx = self.ctx
+        w = ctx.constant_value(node.input[1])
+        if w is None:
+            return None
+        kind = {"Conv": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
+        if kind == "conv" and int(attr(node, "group", 1)) != 1:  # type: ignore[arg-type]
+            return None
+        if kind == "gemm" and int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+            return None
+        fake = Consumer(node, kind, node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None,
+                        node.input[0], np.zeros(0, np.int64), 0)
+        mat = fake.matrix(ctx)
+        mom = self.moments(node.input[0])
+        if mom is None or mat.shape[0] != c:
+            return None
+        m_in, v_in = mom
+        taps = mat.shape[1] // max(m_in.size, 1)
+        if taps * m_in.size != mat.shape[1]:
+            return None
+        m_cols, v_cols = np.repeat(m_in, taps), np.repeat(v_in, taps)
+        mean = mat @ m_cols + fake.bias_vector(ctx)
+        var = (mat**2) @ v_cols
+        return self._normal(mean, var)
+
+
+def column_moments(consumer: Consumer, est: MomentEstimator) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and variance of every input column of ``consumer`` (a channel's repeated per tap)."""
+    mom = est.moments(consumer.x)
+    if mom is None:
+        return None
+    m, v = mom
+    taps = consumer.cols // max(m.size, 1)
+    if taps * m.size != consumer.cols:
+        return None
+    return np.repeat(m, taps), np.repeat(v, taps)
+
+
+# --------------------------------------------------------------------------------------
+# activations from data (real or synthetic)
+# --------------------------------------------------------------------------------------
+def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], rows: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Up to ``rows`` random unfolded patches of ``x`` as Conv ``node`` sees them."""
+    nd = len(kshape)
+    strides = list(attr(node, "strides", [1] * nd))  # type: ignore[arg-type]
+    dil = list(attr(node, "dilations", [1] * nd))  # type: ignore[arg-type]
+    pads = list(attr(node, "pads", [0] * (2 * nd)))  # type: ignore[arg-type]
+    auto = attr(node, "auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = [0] * (2 * nd)
+        for i in range(nd):
+            n = x.shape[2 + i]
+            out = -(-n // strides[i])
+            total = max(0, (out - 1) * strides[i] + (kshape[i] - 1) * dil[i] + 1 - n)
+            lo = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            pads[i], pads[i + nd] = lo, total - lo
+    elif auto == "VALID":
+        pads = [0] * (2 * nd)
+    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
+    eff = tuple((k - 1) * d + 1 for k, d in zip(kshape, dil))
+    win = np.lib.stride_tricks.sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
+    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+              + tuple(slice(None, None, d) for d in dil)]
+    n, ch = x.shape[:2]
+    out_shape = win.shape[2:2 + nd]
+    total = n * int(np.prod(out_shape, dtype=np.int64))
+    pick = rng.choice(total, size=min(rows, total), replace=False)
+    idx = np.unravel_index(pick, (n, *out_shape))
+    sel = win[(idx[0], slice(None), *idx[1:])]  # (picked, C, k...)
+    return sel.reshape(len(pick), ch * int(np.prod(kshape, dtype=np.int64)))
+
+
+def consumer_rows(c: Consumer, x: np.ndarray, ctx: ModelContext, rows: int, rng: np.random.Generator) -> np.ndarray:
+    if c.kind == "conv":
+        shape = ctx.shape(c.weight)
+        assert shape is not None
+        return conv_patches(x, c.node, tuple(int(d) for d in shape[2:]), rows, rng)  # type: ignore[arg-type]
+    flat = x.reshape(-1, x.shape[-1])
+    if flat.shape[0] > rows:
+        flat = flat[rng.choice(flat.shape[0], size=rows, replace=False)]
+    return flat
+
+
+@dataclass
+class Accumulator:
+    h: np.ndarray
+    n: int = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        r = np.concatenate([rows.astype(np.float32), np.ones((rows.shape[0], 1), np.float32)], axis=1)
+        self.h += (r.T @ r).astype(np.float64)  # one batch in float32 (fast), the sum in float64
+        self.n += r.shape[0]
+
+    def value(self) -> np.ndarray:
+        return self.h / max(self.n, 1)
+
+
+def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
+                 rows_per_batch: int = 2048, seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
+    """``H`` for every consumer (by node name) from onnxruntime activations of ``batches``."""
+    from spa.runtime import make_session
+
+    names = sorted({c.x for c in consumers})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(ctx.model)
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
+    sess = make_session(probe, device)
+    rng = np.random.default_rng(seed)
+    acc = {c.node.name: Accumulator(np.zeros((c.cols + 1, c.cols + 1))) for c in consumers}
+    for feeds in batches:
+        values = dict(zip(names, sess.run(names, feeds)))
+        for c in consumers:
+            acc[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
+    return {k: a.value() for k, a in acc.items() if a.n}
