@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from spa.coupling import CouplingGraph, Progress, build_coupling
-from spa.errors import InvalidArgumentError
+from spa.errors import InvalidArgumentError, PlanError
 from spa.graph import ModelContext
 from spa.groups import Group, apply_exclusions, find_groups
 from spa.io import check_is_model, load_model
@@ -108,6 +108,8 @@ def prune(
     if from_plan is not None:
         criterion, seed = from_plan.criterion, int(from_plan.options.get("seed", seed))
         stats = str(from_plan.options.get("stats", stats))
+        if from_plan.compensated and stats == "data" and calib is None:
+            raise PlanError("this plan was compensated with calibration data: pass the same --calib to replay it")
     crit = get_criterion(criterion, seed=seed, stats=stats, calib=calib) if (
         from_plan is None or from_plan.compensated) else None
     if from_plan is None:

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=_ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
-    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random (default l1)")
+    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa (default l1)")
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+    p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy")
+    p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
+                   help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
     p.add_argument("--verify", action="store_true", help="check masked equivalence before writing; exit 3 on mismatch")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device for checks")
@@ -151,9 +154,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
         seen[key] = flag
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
+    calib = None
+    if args.calib:
+        from spa.calib import load_calibration
+
+        calib = load_calibration(args.calib, model)
     result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
-                   verify_result=args.verify, device=args.device, progress=_progress_bar())
+                   verify_result=args.verify, device=args.device, progress=_progress_bar(),
+                   stats=args.stats, calib=calib)
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")

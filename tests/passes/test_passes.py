@@ -140,3 +140,19 @@ def test_materialize_views_copies_once_and_refuses_computed() -> None:
     assert not p(m).modified
     with pytest.raises(PassError):
         MaterializeViewsPass(["r"])(m)
+
+
+def test_compensate_weights_writes_once_and_refuses_unknown() -> None:
+    from spa.passes import CompensateWeightsPass
+
+    m = _chain()
+    new_w = np.full((8, 3, 3, 3), 0.5, np.float32)
+    kept = {("y", 1): np.array([0, 2])}
+    p = CompensateWeightsPass({"a.w": new_w}, {"dw": np.arange(8, dtype=np.float64)}, kept)
+    assert p(m).modified
+    np.testing.assert_array_equal(numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "a.w")), new_w)
+    dw = next(n for n in m.graph.node if n.name == "dw")
+    assert dw.input[2] == "dw__spa_bias"
+    assert not p(m).modified
+    with pytest.raises(PassError):
+        CompensateWeightsPass({"nope": new_w}, {}, {})(m)

@@ -1,0 +1,84 @@
+"""obspa through the CLI: --calib, --stats, compensated plans, replay, verify's drift mode."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import spa
+from spa.calib import load_calibration
+from spa.errors import InvalidArgumentError
+
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+
+
+@pytest.fixture
+def vgg(tmp_path: Path) -> Path:
+    p = tmp_path / "vgg.onnx"
+    shutil.copy(ZOO / "vgg_bn.ts.onnx", p)
+    np.savez(tmp_path / "calib.npz", input=np.random.default_rng(0).standard_normal((24, 3, 32, 32)).astype("float32"))
+    return p
+
+
+def _inits(p: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(p)).graph.initializer}
+
+
+def test_calibrated_obspa_plan_is_compensated_and_replays(run_spa, vgg: Path) -> None:
+    d = vgg.parent
+    code, out, err = run_spa("prune", vgg, "--criterion", "obspa", "--calib", d / "calib.npz", "--plan", d / "plan.json",
+                             "--verify", cwd=d)
+    assert code == 0, err
+    assert "drift" in out
+    plan = json.loads((d / "plan.json").read_text())
+    assert plan["compensated"] is True and plan["options"]["stats"] == "data"
+    code, _, err = run_spa("prune", vgg, "--from-plan", d / "plan.json", "-o", d / "replay.onnx", cwd=d)
+    assert code == 1 and "--calib" in err
+    code, _, err = run_spa("prune", vgg, "--from-plan", d / "plan.json", "-o", d / "replay.onnx", "--calib",
+                           d / "calib.npz", cwd=d)
+    assert code == 0, err
+    a, b = _inits(d / "vgg.pruned.onnx"), _inits(d / "replay.onnx")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    code, out, _ = run_spa("verify", vgg, d / "vgg.pruned.onnx", "--plan", d / "plan.json", cwd=d)
+    assert code == 0 and "drift" in out
+
+
+def test_data_free_obspa_differs_from_magnitude_and_changes_weights(vgg: Path) -> None:
+    original = spa.load_model(vgg)
+    _, plan_l2, _ = spa.prune(original, ratio=0.4, criterion="l2")
+    pruned, plan, _ = spa.prune(original, ratio=0.4, criterion="obspa")
+    assert plan.compensated and plan.options["stats"] == "moments"
+    # Compensation changed a surviving consumer weight (the slices alone would copy it).
+    sliced, _, _ = spa.prune(original, from_plan=spa.Plan.from_dict({**plan.to_dict(), "compensated": False}))
+    a = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in sliced.graph.initializer}
+    assert any(not np.array_equal(a[k], b[k]) for k in a if k in b)
+    assert plan_l2.slices != plan.slices
+
+
+@pytest.mark.parametrize("arrays,match", [
+    ({"other": np.zeros((2, 3, 32, 32), np.float32), "more": np.zeros(2)}, "no array for model input"),
+    ({"input": np.zeros((2, 3, 16, 16), np.float32)}, "expects"),
+    ({"input": np.zeros((0, 3, 32, 32), np.float32)}, "non-zero length"),
+])
+def test_bad_calibration_files(tmp_path: Path, arrays: dict, match: str) -> None:
+    np.savez(tmp_path / "c.npz", **arrays)
+    with pytest.raises(InvalidArgumentError, match=match):
+        load_calibration(tmp_path / "c.npz", spa.load_model(ZOO / "vgg_bn.ts.onnx"))
+
+
+def test_calibration_folder_of_npy(tmp_path: Path) -> None:
+    np.save(tmp_path / "input.npy", np.ones((4, 3, 32, 32), np.float32))
+    got = load_calibration(tmp_path, spa.load_model(ZOO / "vgg_bn.ts.onnx"))
+    assert got["input"].shape == (4, 3, 32, 32)
+
+
+def test_stats_data_without_calib_is_a_user_error() -> None:
+    with pytest.raises(InvalidArgumentError, match="--calib"):
+        spa.prune(ZOO / "vgg_bn.ts.onnx", criterion="obspa", stats="data")
