@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spa.criteria.activation import ActivationCriterion
 from spa.criteria.base import Criterion, aggregate_over_params
 from spa.criteria.bn_scale import BNScaleCriterion
+from spa.criteria.fluctuation import FluctuationCriterion
 from spa.criteria.l1 import L1Criterion
 from spa.criteria.l2 import L2Criterion
 from spa.criteria.obspa import OBSPACriterion
@@ -12,7 +14,10 @@ from spa.criteria.random import RandomCriterion
 from spa.errors import InvalidArgumentError
 
 CRITERIA: dict[str, type[Criterion]] = {
-    c.name: c for c in (L1Criterion, L2Criterion, BNScaleCriterion, RandomCriterion, OBSPACriterion)
+    c.name: c for c in (
+        L1Criterion, L2Criterion, BNScaleCriterion, RandomCriterion, OBSPACriterion, FluctuationCriterion,
+        ActivationCriterion,
+    )
 }
 
 
@@ -27,7 +32,7 @@ def get_criterion(name: str, seed: int = 0, **options: object) -> Criterion:
         raise InvalidArgumentError(
             f"unknown criterion '{name}'; choose one of: {', '.join(sorted(CRITERIA))}"
         ) from None
-    if cls is OBSPACriterion:
+    if cls in (OBSPACriterion, FluctuationCriterion, ActivationCriterion):
         return cls(seed=seed, **{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
     return cls(seed=seed)
 

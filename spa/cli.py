@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=_ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
-    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa (default l1)")
+    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation (default l1)")
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")

@@ -307,3 +307,46 @@ def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator
         for c in consumers:
             acc[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
     return {k: a.value() for k, a in acc.items() if a.n}
+
+
+@dataclass
+class ColumnMoments:
+    """Running first moments of every input column of a consumer."""
+
+    total: np.ndarray
+    squares: np.ndarray
+    absolute: np.ndarray
+    n: int = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        r = rows.astype(np.float64)
+        self.total += r.sum(axis=0)
+        self.squares += np.square(r).sum(axis=0)
+        self.absolute += np.abs(r).sum(axis=0)
+        self.n += r.shape[0]
+
+    def mean_var_abs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = max(self.n, 1)
+        mean = self.total / n
+        return mean, np.maximum(self.squares / n - mean**2, 0.0), self.absolute / n
+
+
+def activation_moments(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
+                       rows_per_batch: int = 2048, seed: int = 0,
+                       device: str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per consumer (by node name): mean, variance and mean |x| of every input column."""
+    from spa.runtime import make_session
+
+    names = sorted({c.x for c in consumers})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(ctx.model)
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
+    sess = make_session(probe, device)
+    rng = np.random.default_rng(seed)
+    acc = {c.node.name: ColumnMoments(np.zeros(c.cols), np.zeros(c.cols), np.zeros(c.cols)) for c in consumers}
+    for feeds in batches:
+        values = dict(zip(names, sess.run(names, feeds)))
+        for c in consumers:
+            acc[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
+    return {k: a.mean_var_abs() for k, a in acc.items() if a.n}

@@ -71,3 +71,27 @@ def test_scores_finite_and_deterministic_on_zoo(zoo) -> None:
     s2 = [crit.score(g, a.ctx) for g in a.prunable]
     for x, y in zip(s1, s2):
         assert np.all(np.isfinite(x)) and np.array_equal(x, y)
+
+
+def test_fluctuation_removes_constant_channel_and_compensates() -> None:
+    inits: dict = {}
+    nodes = [conv("x", "a", 3, 4, inits=inits), bn("a", "n", 4, inits), helper.make_node("Relu", ["n"], ["r"]),
+             conv("r", "y", 4, 2, k=1, inits=inits)]
+    inits["n.g"][1] = 0.0
+    inits["n.b"][1] = 0.9  # channel 1 is the constant relu(0.9)
+    m = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5]}, inits)
+    pruned, plan, _ = spa.prune(m, ratio=0.25, criterion="fluctuation")
+    assert 1 not in next(s.keep for s in plan.slices if s.initializer == "a.w") and plan.compensated
+    feeds = feeds_for(m, seed=4)
+    np.testing.assert_allclose(run(pruned, feeds)[0], run(m, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_activation_criterion_removes_dead_channel() -> None:
+    inits: dict = {}
+    nodes = [conv("x", "a", 3, 4, inits=inits), bn("a", "n", 4, inits), helper.make_node("Relu", ["n"], ["r"]),
+             conv("r", "y", 4, 2, k=1, inits=inits)]
+    inits["n.g"][3] = 0.0
+    inits["n.b"][3] = -1.0  # relu(-1) = 0: a dead channel
+    m = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5]}, inits)
+    _, plan, _ = spa.prune(m, ratio=0.25, criterion="activation")
+    assert 3 not in next(s.keep for s in plan.slices if s.initializer == "a.w") and not plan.compensated

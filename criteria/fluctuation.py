@@ -1,0 +1,34 @@
+"""``fluctuation``: variance of each input feature times the squared norm of its weight column,
+with mean-bias compensation (FLAP, An et al. 2024).
+
+This is OBSPA's independent-feature model with the mean and variance measured on activations:
+from ``--calib`` when given, else from synthetic ``N(0, 1)`` inputs. A unit's score is the sum,
+over every consumer column it owns, of ``Var(x_j) · ‖W_:j‖²``. After selection, each consumer's
+bias absorbs the mean contribution of its removed columns: ``b += W_P · E[x_P]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from spa.criteria.obspa import OBSPACriterion
+
+from spa.consumers import Consumer
+from spa.graph import ModelContext
+
+
+class FluctuationCriterion(OBSPACriterion):
+    name = "fluctuation"
+
+    def __init__(self, seed: int = 0, stats: str = "auto", calib: dict[str, np.ndarray] | None = None,
+                 **kw: object) -> None:
+        if stats in ("auto", "moments"):
+            stats = "data" if calib is not None else "synthetic"
+        super().__init__(seed=seed, stats=stats, calib=calib, **kw)  # type: ignore[arg-type]
+
+    def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, object]:
+        from spa.stats import activation_moments
+
+        if not consumers:
+            return {}
+        moments = activation_moments(consumers, ctx, self._batches(ctx), seed=self.seed)
+        return {k: (mean, var) for k, (mean, var, _) in moments.items()}
