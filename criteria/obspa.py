@@ -91,14 +91,14 @@ class OBSPACriterion(Criterion):
         if not consumers:
             return {}
         if self.stats == "moments":
-            from spa.stats import MomentEstimator, column_moments
+            from spa.stats import MomentEstimator, consumer_statistics
 
             est = MomentEstimator(ctx, seed=self.seed)
             out: dict[str, object] = {}
             for c in consumers:
-                mv = column_moments(c, est)
-                if mv is not None:
-                    out[c.node.name] = mv
+                st = consumer_statistics(c, est)
+                if st is not None:
+                    out[c.node.name] = st
             return out
         from spa.stats import activation_H
 

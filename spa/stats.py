@@ -163,7 +163,15 @@ class MomentEstimator:
             gamma, beta = ctx.constant_value(node.input[1]), ctx.constant_value(node.input[2])
             if gamma is None or beta is None:
                 return None
-            return self._normal(beta.astype(np.float64), gamma.astype(np.float64) ** 2)
+            g, b = gamma.astype(np.float64), beta.astype(np.float64)
+            u = self.samples(node.input[0])
+            if u is None or u.shape[1] != g.size:
+                return self._normal(b, g**2)
+            # The BatchNorm fixes each channel's marginal (N(beta, gamma^2)); the samples of its
+            # input keep the correlations the previous layer's weights create between channels.
+            std = u.std(axis=0)
+            z = np.where(std > 1e-12, (u - u.mean(axis=0)) / np.where(std > 1e-12, std, 1.0), 0.0)
+            return b + g * z
         if op in _PASS or op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
             x = self.samples(node.input[0])
             return x if x is not None and x.shape[1] == c else None
@@ -188,7 +196,46 @@ class MomentEstimator:
         squeezed = v.reshape(-1)
         return squeezed.reshape(1, c) if squeezed.size == c else None
 
+    def _taps(self, x: np.ndarray, taps: int) -> np.ndarray:
+        """``taps`` independent copies of ``x`` (rows permuted), as (taps, samples, channels)."""
+        return np.stack([x if t == 0 else x[self.rng.permutation(x.shape[0])] for t in range(taps)])
+
     def _linear(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
+        x = self.samples(node.input[0])
+        w = self.ctx.constant_value(node.input[1])
+        out = None if x is None or w is None else self._linear_samples(node, x, np.asarray(w, np.float64), c)
+        return out if out is not None else self._linear_moments(node, c)
+
+    def _linear_samples(self, node: onnx.NodeProto, x: np.ndarray, w: np.ndarray, c: int) -> np.ndarray | None:
+        """Samples of a linear layer's output channel from samples of its input channels."""
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        b = np.zeros(c) if bias is None else self.ctx.constant_value(bias)
+        if b is None or np.asarray(b).size not in (1, c):
+            return None
+        b = np.broadcast_to(np.asarray(b, np.float64).reshape(-1), (c,))
+        op = node.op_type
+        if op == "Conv":
+            groups = int(attr(node, "group", 1))  # type: ignore[arg-type]
+            taps = int(np.prod(w.shape[2:], dtype=np.int64))
+            if w.shape[0] != c or x.shape[1] != w.shape[1] * groups:
+                return None
+            xs = self._taps(x, taps)  # (T, S, C)
+            wt = w.reshape(w.shape[0], w.shape[1], taps)  # (M, C/g, T)
+            cin, cout = w.shape[1], c // groups
+            if cin == 1:  # depthwise: output m reads input channel m // (M/g)
+                src = np.arange(c) // cout
+                return np.einsum("tsm,mt->sm", xs[:, :, src], wt[:, 0, :]) + b
+            parts = [np.einsum("tsc,mct->sm", xs[:, :, k * cin:(k + 1) * cin], wt[k * cout:(k + 1) * cout])
+                     for k in range(groups)]
+            return np.concatenate(parts, axis=1) + b
+        if op == "Gemm" and not int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+            mat = w if int(attr(node, "transB", 0)) else w.T  # type: ignore[arg-type]
+            return x @ mat.T + b if mat.shape == (c, x.shape[1]) else None
+        if op == "MatMul" and w.ndim == 2 and w.shape == (x.shape[1], c):
+            return x @ w + b
+        return None
+
+    def _linear_moments(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
         from spa.consumers import Consumer
 
         ctx = self.ctx
@@ -214,6 +261,31 @@ class MomentEstimator:
         mean = mat @ m_cols + fake.bias_vector(ctx)
         var = (mat**2) @ v_cols
         return self._normal(mean, var)
+
+
+def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
+    """Data-free statistics of a consumer's input columns: the full augmented ``H`` when
+    samples of its input channels exist (kernel taps of a Conv are independent positions:
+    ``E[x_ct x_c't'] = E[x_c x_c']`` for the same tap, ``m_c m_c'`` across taps), else the
+    independent ``(mean, var)`` of every column."""
+    x = est.samples(consumer.x) if consumer.x not in est.ctx.graph_inputs else None
+    if x is not None and consumer.kind == "conv" and consumer.cols % x.shape[1] == 0:
+        taps = consumer.cols // x.shape[1]
+        m = x.mean(axis=0)
+        second = x.T @ x / x.shape[0]
+        mm = np.outer(m, m)
+        h = np.kron(second - mm, np.eye(taps)) + np.kron(mm, np.ones((taps, taps)))
+        mt = np.repeat(m, taps)
+    elif x is not None and consumer.kind in ("gemm", "matmul") and x.shape[1] == consumer.cols:
+        h = x.T @ x / x.shape[0]
+        mt = x.mean(axis=0)
+    else:
+        return column_moments(consumer, est)
+    out = np.empty((h.shape[0] + 1, h.shape[0] + 1))
+    out[:-1, :-1] = h
+    out[:-1, -1] = out[-1, :-1] = mt
+    out[-1, -1] = 1.0
+    return out
 
 
 def column_moments(consumer: Consumer, est: MomentEstimator) -> tuple[np.ndarray, np.ndarray] | None:
