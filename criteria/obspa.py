@@ -136,8 +136,8 @@ class OBSPACriterion(Criterion):
                 new = refit(layer, units)
                 comp.weights[c.weight] = c.to_weight(ctx, new[:, :-1])
                 bias = new[:, -1]
-                if c.kind == "matmul":
-                    continue  # no bias input to write: the weight refit alone
+                if c.kind in ("matmul", "matmul_t") and not (c.bias is not None and c.own_bias):
+                    continue  # no bias of its own to write: the weight refit alone
                 if c.bias is not None and c.own_bias and ctx.array(c.bias).size == bias.size:
                     current = ctx.array(c.bias)
                     comp.biases[c.bias] = bias.astype(current.dtype).reshape(current.shape)

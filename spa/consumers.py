@@ -19,7 +19,7 @@ from spa.groups import Group
 @dataclass
 class Consumer:
     node: onnx.NodeProto
-    kind: str  # "conv", "gemm" or "matmul"
+    kind: str  # "conv", "gemm", "matmul" (B is W) or "matmul_t" (B is Transpose(W))
     weight: str  # initializer holding W
     bias: str | None  # the node's bias input (an initializer, or a folded constant), if any
     x: str  # the input activation
@@ -30,11 +30,16 @@ class Consumer:
     # ---- the weight as a matrix --------------------------------------------------------
     def matrix(self, ctx: ModelContext) -> np.ndarray:
         """``W`` as (outputs, columns) float64."""
-        w = np.asarray(ctx.array(self.weight), dtype=np.float64)
+        value = ctx.constant_value(self.weight)  # an initializer, or a folded constant
+        if value is None:
+            raise ValueError(f"weight '{self.weight}' is not a constant")
+        w = np.asarray(value, dtype=np.float64)
         if self.kind == "conv":
             return w.reshape(w.shape[0], -1)
         if self.kind == "gemm":
             return w if int(attr(self.node, "transB", 0)) else w.T  # type: ignore[arg-type]
+        if self.kind == "matmul_t":
+            return w  # B = Transpose(W) with W (N, K)
         return w.T  # MatMul: B is (K, N)
 
     def to_weight(self, ctx: ModelContext, mat: np.ndarray) -> np.ndarray:
@@ -44,6 +49,8 @@ class Consumer:
             out = mat.reshape(w.shape)
         elif self.kind == "gemm":
             out = mat if int(attr(self.node, "transB", 0)) else mat.T  # type: ignore[arg-type]
+        elif self.kind == "matmul_t":
+            out = mat
         else:
             out = mat.T
         return np.ascontiguousarray(out, dtype=w.dtype)
@@ -62,6 +69,8 @@ class Consumer:
             return int(shape[0])  # type: ignore[arg-type]
         if self.kind == "gemm":
             return int(shape[0] if int(attr(self.node, "transB", 0)) else shape[1])  # type: ignore[arg-type]
+        if self.kind == "matmul_t":
+            return int(shape[0])  # type: ignore[arg-type]
         return int(shape[1])  # type: ignore[arg-type]
 
 
@@ -75,10 +84,39 @@ def find_consumers(group: Group, ctx: ModelContext) -> list[Consumer]:
     for t, a in group.params(ctx):
         if t not in ctx.initializers or len(ctx.consumers.get(t, ())) != 1:
             continue
-        c = _as_consumer(ctx.consumers[t][0], ctx, t, a, group)
+        node = ctx.consumers[t][0]
+        c = _transposed_matmul(node, ctx, t, a, group) if node.op_type == "Transpose" else \
+            _as_consumer(node, ctx, t, a, group)
         if c is not None:
             out.append(c)
     return out
+
+
+def _transposed_matmul(tr: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group: Group) -> Consumer | None:
+    """``MatMul(x, Transpose(W))`` — how the TorchScript exporter writes a Linear on 3-D input."""
+    perm = attr(tr, "perm")
+    users = ctx.consumers.get(tr.output[0], [])
+    if a != 1 or ctx.rank(w) != 2 or (perm is not None and list(perm) != [1, 0]) or len(users) != 1:  # type: ignore[arg-type]
+        return None
+    mm = users[0]
+    if mm.op_type != "MatMul" or mm.input[1] != tr.output[0]:
+        return None
+    units = group.unit_of[(w, a)]
+    c = Consumer(mm, "matmul_t", w, None, mm.input[0], units, len(units))
+    _attach_add_bias(c, ctx)
+    return c
+
+
+def _attach_add_bias(c: Consumer, ctx: ModelContext) -> None:
+    """A MatMul's bias is the constant of the single Add that follows it, if there is one."""
+    users = ctx.consumers.get(c.node.output[0], [])
+    if len(users) != 1 or users[0].op_type != "Add":
+        return
+    other = [i for i in users[0].input if i != c.node.output[0]]
+    n = c.matrix_rows(ctx)
+    if len(other) == 1 and other[0] in ctx.initializers and ctx.array(other[0]).size == n:
+        c.bias = other[0]
+        c.own_bias = len(ctx.consumers.get(other[0], ())) == 1
 
 
 def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group: Group) -> Consumer | None:
@@ -101,6 +139,8 @@ def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group:
             c = Consumer(node, "gemm", w, bias, node.input[0], units, len(units))
     elif node.op_type == "MatMul" and a == 0 and len(shape) == 2:
         c = Consumer(node, "matmul", w, None, node.input[0], units, len(units))
+        _attach_add_bias(c, ctx)
+        return c
     if c is not None and bias is not None:
         c.own_bias = bias in ctx.initializers and len(ctx.consumers.get(bias, ())) == 1
     return c

@@ -34,6 +34,18 @@ from spa.graph import ModelContext, attr
 log = logging.getLogger(__name__)
 
 SAMPLES = 4096
+#: Correlation of a feature map with itself one position away, decaying as rho**distance over a
+#: kernel window. Data-free statistics need some spatial prior: with 0 the kernel taps of a
+#: patch would be independent, which real feature maps (and images, far more) are not.
+FEATURE_RHO = 0.8
+INPUT_RHO = 0.98
+
+
+def tap_correlation(kshape: tuple[int, ...], rho: float) -> np.ndarray:
+    """``rho ** distance`` between the positions of a kernel window, (taps x taps)."""
+    grid = np.stack(np.meshgrid(*[np.arange(k) for k in kshape], indexing="ij"), axis=-1).reshape(-1, len(kshape))
+    d = np.sqrt(((grid[:, None, :] - grid[None, :, :]) ** 2).sum(-1))
+    return rho**d
 
 
 # --------------------------------------------------------------------------------------
@@ -196,9 +208,19 @@ class MomentEstimator:
         squeezed = v.reshape(-1)
         return squeezed.reshape(1, c) if squeezed.size == c else None
 
-    def _taps(self, x: np.ndarray, taps: int) -> np.ndarray:
-        """``taps`` independent copies of ``x`` (rows permuted), as (taps, samples, channels)."""
-        return np.stack([x if t == 0 else x[self.rng.permutation(x.shape[0])] for t in range(taps)])
+    def _taps(self, x: np.ndarray, kshape: tuple[int, ...], rho: float) -> np.ndarray:
+        """Samples of ``x`` at every position of a kernel window, as (taps, samples, channels).
+
+        Positions are mixtures of row-permuted (independent) copies with correlation
+        ``rho ** distance``; means and variances are kept.
+        """
+        taps = int(np.prod(kshape, dtype=np.int64))
+        m = x.mean(axis=0)
+        z = np.stack([x if t == 0 else x[self.rng.permutation(x.shape[0])] for t in range(taps)]) - m
+        if taps == 1 or rho == 0:
+            return z + m
+        chol = np.linalg.cholesky(tap_correlation(kshape, rho) + 1e-9 * np.eye(taps))
+        return np.einsum("tj,jsc->tsc", chol, z) + m
 
     def _linear(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
         x = self.samples(node.input[0])
@@ -219,7 +241,8 @@ class MomentEstimator:
             taps = int(np.prod(w.shape[2:], dtype=np.int64))
             if w.shape[0] != c or x.shape[1] != w.shape[1] * groups:
                 return None
-            xs = self._taps(x, taps)  # (T, S, C)
+            rho = INPUT_RHO if node.input[0] in self.ctx.graph_inputs else FEATURE_RHO
+            xs = self._taps(x, tuple(int(k) for k in w.shape[2:]), rho)  # (T, S, C)
             wt = w.reshape(w.shape[0], w.shape[1], taps)  # (M, C/g, T)
             cin, cout = w.shape[1], c // groups
             if cin == 1:  # depthwise: output m reads input channel m // (M/g)
@@ -270,13 +293,15 @@ def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> np.ndarray 
     independent ``(mean, var)`` of every column."""
     x = est.samples(consumer.x) if consumer.x not in est.ctx.graph_inputs else None
     if x is not None and consumer.kind == "conv" and consumer.cols % x.shape[1] == 0:
+        kshape = tuple(int(k) for k in (est.ctx.shape(consumer.weight) or ())[2:])
         taps = consumer.cols // x.shape[1]
         m = x.mean(axis=0)
         second = x.T @ x / x.shape[0]
         mm = np.outer(m, m)
-        h = np.kron(second - mm, np.eye(taps)) + np.kron(mm, np.ones((taps, taps)))
+        corr = tap_correlation(kshape, FEATURE_RHO) if int(np.prod(kshape, dtype=np.int64)) == taps else np.eye(taps)
+        h = np.kron(second - mm, corr) + np.kron(mm, np.ones((taps, taps)))
         mt = np.repeat(m, taps)
-    elif x is not None and consumer.kind in ("gemm", "matmul") and x.shape[1] == consumer.cols:
+    elif x is not None and consumer.kind != "conv" and x.shape[1] == consumer.cols:
         h = x.T @ x / x.shape[0]
         mt = x.mean(axis=0)
     else:
@@ -358,7 +383,16 @@ class Accumulator:
         self.n += r.shape[0]
 
     def value(self) -> np.ndarray:
-        return self.h / max(self.n, 1)
+        """The mean of the rows' outer products, shrunk toward its diagonal when there are fewer
+        rows than columns (the raw estimate would be singular and the refit would overfit)."""
+        h = self.h / max(self.n, 1)
+        cols = h.shape[0] - 1
+        if self.n >= 4 * cols:
+            return h
+        shrink = min(0.5, cols / max(4.0 * self.n, 1.0))
+        diag = np.diag(np.diag(h))
+        diag[-1, :-1], diag[:-1, -1] = h[-1, :-1], h[:-1, -1]  # keep the means
+        return (1 - shrink) * h + shrink * diag
 
 
 def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
