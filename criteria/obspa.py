@@ -7,8 +7,9 @@ model that needs no fine-tuning.
 
 Statistics (:mod:`spa.stats`):
 
-* ``moments`` (no data; the default without ``--calib``): independent features with
-  means and variances derived from the BatchNorms and propagated through the model.
+* ``moments`` (no data; the default without ``--calib``): channel samples pushed through the
+  model's own weights, with the BatchNorms fixing each channel's marginal and a spatial prior for
+  kernel taps; consumers whose inputs it cannot follow use synthetic activations.
 * ``synthetic`` (no data): ``N(0, 1)`` inputs run through onnxruntime.
 * ``data``: the calibration inputs given with ``--calib``, the default when they are given.
 
@@ -99,6 +100,14 @@ class OBSPACriterion(Criterion):
                 st = consumer_statistics(c, est)
                 if st is not None:
                     out[c.node.name] = st
+            rest = [c for c in consumers if c.node.name not in out]
+            if rest:
+                # Inputs the moment model cannot follow (e.g. after a LayerNorm): synthetic
+                # activations, still without data.
+                from spa.stats import activation_H
+
+                log.info("obspa: %d consumers use synthetic activations", len(rest))
+                out.update(activation_H(rest, ctx, self._synthetic_batches(ctx), seed=self.seed))
             return out
         from spa.stats import activation_H
 
@@ -111,6 +120,9 @@ class OBSPACriterion(Criterion):
             for i in range(0, n, self.batch):
                 yield {k: v[i : i + self.batch] for k, v in self.calib.items()}
             return
+        yield from self._synthetic_batches(ctx)
+
+    def _synthetic_batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
         from spa.runtime import random_inputs
 
         for b in range(self.synthetic_batches):

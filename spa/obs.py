@@ -85,9 +85,9 @@ def _costs(w: np.ndarray, hinv: np.ndarray, blocks: dict[int, np.ndarray], alive
     for size, units in by_size.items():
         idx = np.stack([blocks[u] for u in units])  # (U, size)
         sub = hinv[idx[:, :, None], idx[:, None, :]]  # (U, size, size)
-        inv = np.linalg.inv(sub + np.eye(size) * 1e-12)
+        inv = np.linalg.inv(sub + np.eye(size, dtype=sub.dtype) * 1e-12)
         wp = w[:, idx].transpose(1, 0, 2)  # (U, rows, size)
-        cost = np.einsum("urs,ust,urt->u", wp, inv, wp)
+        cost = (np.matmul(wp, inv) * wp).sum(axis=(1, 2))  # tr(W_P A W_P^T), batched BLAS
         out.update(zip(units, cost.tolist()))
     return out
 
@@ -106,25 +106,34 @@ def removal_scores(layers: list[ObsLayer], n_units: int, rounds: int = 16) -> np
             per_col = layer.var * np.square(layer.w[:, :-1]).sum(axis=0)
             np.add.at(cost, layer.col_unit, per_col)
         return cost
-    work = [(layer.w.copy(), np.linalg.inv(layer.damped()), _unit_blocks(layer.col_unit)) for layer in layers]
+    # Per consumer: weights and H^-1 restricted to the surviving columns (bias last), and the
+    # unit of each surviving column. Shrinking after each round makes the total downdate cost
+    # about D^3 / 3 instead of D^3 for D columns.
+    # Ranking runs in float32 (twice as fast, ample for an order); the final refit is float64.
+    work = [[layer.w.astype(np.float32), np.linalg.inv(layer.damped().astype(np.float32)), layer.col_unit.copy()]
+            for layer in layers]
     alive = set(range(n_units))
     score = np.zeros(n_units)
     step = max(1, math.ceil((n_units - 1) / rounds))
     rank = 0
     while len(alive) > 1:
         total = dict.fromkeys(alive, 0.0)
-        for w, hinv, blocks in work:
-            for u, cost in _costs(w, hinv, blocks, alive).items():
+        for w, hinv, col_unit in work:
+            for u, cost in _costs(w, hinv, _unit_blocks(col_unit), alive).items():
                 total[u] += cost
         chosen = sorted(alive, key=lambda u: (total[u], u))[: min(step, len(alive) - 1)]
         for i, u in enumerate(chosen):
             score[u] = rank + i + total[u] / (1.0 + total[u])  # rank, tie-broken by cost
         rank += len(chosen)
         alive -= set(chosen)
-        for w, hinv, blocks in work:
-            cols = np.concatenate([blocks[u] for u in chosen if u in blocks] or [np.zeros(0, np.int64)])
-            if cols.size:
+        for item in work:
+            w, hinv, col_unit = item
+            gone = np.isin(col_unit, chosen)
+            if gone.any():
+                cols = np.flatnonzero(gone)
                 _remove(w, hinv, cols)
+                keep = np.append(np.flatnonzero(~gone), hinv.shape[0] - 1)
+                item[0], item[1], item[2] = w[:, keep], hinv[np.ix_(keep, keep)], col_unit[~gone]
     for u in alive:
         score[u] = rank + 1.0
     return score
@@ -132,7 +141,7 @@ def removal_scores(layers: list[ObsLayer], n_units: int, rounds: int = 16) -> np
 
 def _remove(w: np.ndarray, hinv: np.ndarray, cols: np.ndarray) -> None:
     """In-place OBS update of ``w`` and downdate of ``hinv`` for removing ``cols``."""
-    a = np.linalg.inv(hinv[np.ix_(cols, cols)] + np.eye(cols.size) * 1e-12)
+    a = np.linalg.inv(hinv[np.ix_(cols, cols)] + np.eye(cols.size, dtype=hinv.dtype) * 1e-12)
     rows_p = hinv[cols, :]  # (P, D)
     w -= (w[:, cols] @ a) @ rows_p
     hinv -= hinv[:, cols] @ a @ rows_p
@@ -154,7 +163,11 @@ def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
     keep = np.flatnonzero(np.isin(layer.col_unit, kept_units))
     keep = np.append(keep, h.shape[0] - 1)  # the bias coordinate stays
     rhs = layer.w @ h[:, keep]  # (rows, K)
-    new_k = np.linalg.lstsq(h[np.ix_(keep, keep)], rhs.T, rcond=None)[0].T
+    hk = h[np.ix_(keep, keep)]
+    try:
+        new_k = np.linalg.solve(hk, rhs.T).T
+    except np.linalg.LinAlgError:  # singular despite damping: the minimum-norm solution
+        new_k = np.linalg.lstsq(hk, rhs.T, rcond=None)[0].T
     out = np.zeros_like(layer.w)
     out[:, keep] = new_k
     return out

@@ -220,7 +220,7 @@ class MomentEstimator:
         if taps == 1 or rho == 0:
             return z + m
         chol = np.linalg.cholesky(tap_correlation(kshape, rho) + 1e-9 * np.eye(taps))
-        return np.einsum("tj,jsc->tsc", chol, z) + m
+        return (chol @ z.reshape(taps, -1)).reshape(z.shape) + m
 
     def _linear(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
         x = self.samples(node.input[0])
@@ -247,9 +247,10 @@ class MomentEstimator:
             cin, cout = w.shape[1], c // groups
             if cin == 1:  # depthwise: output m reads input channel m // (M/g)
                 src = np.arange(c) // cout
-                return np.einsum("tsm,mt->sm", xs[:, :, src], wt[:, 0, :]) + b
-            parts = [np.einsum("tsc,mct->sm", xs[:, :, k * cin:(k + 1) * cin], wt[k * cout:(k + 1) * cout])
-                     for k in range(groups)]
+                return (xs[:, :, src] * wt[:, 0, :].T[:, None, :]).sum(axis=0) + b
+            flat = xs.transpose(1, 0, 2)  # (S, T, C): one BLAS product per conv group
+            parts = [flat[:, :, k * cin:(k + 1) * cin].reshape(flat.shape[0], -1)
+                     @ wt[k * cout:(k + 1) * cout].transpose(0, 2, 1).reshape(cout, -1).T for k in range(groups)]
             return np.concatenate(parts, axis=1) + b
         if op == "Gemm" and not int(attr(node, "transA", 0)):  # type: ignore[arg-type]
             mat = w if int(attr(node, "transB", 0)) else w.T  # type: ignore[arg-type]
