@@ -82,6 +82,8 @@ class OBSPACriterion(Criterion):
                 w = np.concatenate([c.matrix(ctx), c.bias_vector(ctx)[:, None]], axis=1)
                 if isinstance(st, tuple):
                     layers.append((c, ObsLayer(w, c.col_unit, mean=st[0], var=st[1])))
+                elif callable(st):
+                    layers.append((c, ObsLayer(w, c.col_unit, h_factory=st)))
                 else:
                     layers.append((c, ObsLayer(w, c.col_unit, h=st)))
             self._layers[g.id] = layers

@@ -25,6 +25,7 @@ much damping hides exact redundancies, which the tests require OBSPA to find).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,18 +45,22 @@ class ObsLayer:
     h: np.ndarray | None = None
     mean: np.ndarray | None = None
     var: np.ndarray | None = None
+    #: Builds ``H`` on demand from compact statistics, so only the consumers in use hold one.
+    h_factory: Callable[[], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
-        if self.h is None and (self.mean is None or self.var is None):
-            raise ValueError("ObsLayer needs H, or mean and var")
+        if self.h is None and self.h_factory is None and (self.mean is None or self.var is None):
+            raise ValueError("ObsLayer needs H, a factory for it, or mean and var")
 
     @property
     def independent(self) -> bool:
-        return self.h is None
+        return self.h is None and self.h_factory is None
 
     def full_h(self) -> np.ndarray:
         if self.h is not None:
             return self.h
+        if self.h_factory is not None:
+            return self.h_factory()
         assert self.mean is not None and self.var is not None
         ma = np.append(self.mean, 1.0)
         h = np.outer(ma, ma)

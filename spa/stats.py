@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,9 +154,10 @@ class MomentEstimator:
         if tensor not in self._memo:
             self._memo[tensor] = None  # cycle guard
             try:
-                self._memo[tensor] = self._derive(tensor)
+                out = self._derive(tensor)
             except (ValueError, FloatingPointError):
-                self._memo[tensor] = None
+                out = None
+            self._memo[tensor] = None if out is None else out.astype(np.float32)  # half the memory
         return self._memo[tensor]
 
     def _normal(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -287,29 +288,33 @@ class MomentEstimator:
         return self._normal(mean, var)
 
 
-def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> np.ndarray | tuple[np.ndarray, np.ndarray] | None:
+def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> Callable[[], np.ndarray] | tuple[np.ndarray, np.ndarray] | None:
     """Data-free statistics of a consumer's input columns: the full augmented ``H`` when
     samples of its input channels exist (kernel taps of a Conv are independent positions:
     ``E[x_ct x_c't'] = E[x_c x_c']`` for the same tap, ``m_c m_c'`` across taps), else the
-    independent ``(mean, var)`` of every column."""
+    independent ``(mean, var)`` of every column. ``H`` comes as a function that builds it, so
+    only the consumers being worked on hold one (memory: the channel statistics are C x C)."""
     x = est.samples(consumer.x) if consumer.x not in est.ctx.graph_inputs else None
-    if x is not None and consumer.kind == "conv" and consumer.cols % x.shape[1] == 0:
-        kshape = tuple(int(k) for k in (est.ctx.shape(consumer.weight) or ())[2:])
-        taps = consumer.cols // x.shape[1]
-        m = x.mean(axis=0)
-        second = x.T @ x / x.shape[0]
-        mm = np.outer(m, m)
-        corr = tap_correlation(kshape, FEATURE_RHO) if int(np.prod(kshape, dtype=np.int64)) == taps else np.eye(taps)
-        h = np.kron(second - mm, corr) + np.kron(mm, np.ones((taps, taps)))
-        mt = np.repeat(m, taps)
-    elif x is not None and consumer.kind != "conv" and x.shape[1] == consumer.cols:
-        h = x.T @ x / x.shape[0]
-        mt = x.mean(axis=0)
-    else:
+    if x is None or not (consumer.kind == "conv" and consumer.cols % x.shape[1] == 0
+                         or consumer.kind != "conv" and x.shape[1] == consumer.cols):
         return column_moments(consumer, est)
+    x = x.astype(np.float64)
+    m = x.mean(axis=0)
+    second = x.T @ x / x.shape[0]
+    taps = consumer.cols // x.shape[1]
+    kshape = tuple(int(k) for k in (est.ctx.shape(consumer.weight) or ())[2:]) if consumer.kind == "conv" else ()
+    corr = tap_correlation(kshape, FEATURE_RHO) if kshape and int(np.prod(kshape)) == taps else np.eye(taps)
+    return lambda: _kron_h(second, m, corr)
+
+
+def _kron_h(second: np.ndarray, m: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """Augmented ``H`` of patches whose taps correlate as ``corr`` (channel-major columns)."""
+    taps = corr.shape[0]
+    mm = np.outer(m, m)
+    h = np.kron(second - mm, corr) + np.kron(mm, np.ones((taps, taps))) if taps > 1 else second
     out = np.empty((h.shape[0] + 1, h.shape[0] + 1))
     out[:-1, :-1] = h
-    out[:-1, -1] = out[-1, :-1] = mt
+    out[:-1, -1] = out[-1, :-1] = np.repeat(m, taps)
     out[-1, -1] = 1.0
     return out
 
