@@ -59,12 +59,16 @@ def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
+_SEQUENCE_OUTPUTS = {"SplitToSequence", "SequenceConstruct", "SequenceInsert", "SequenceErase", "SequenceEmpty",
+                     "SequenceMap"}
+
+
 def _holes(ctx: ModelContext) -> list[str]:
     """Tensor outputs whose rank or a non-batch size is unknown."""
     out = []
     for node in ctx.model.graph.node:
-        if node.op_type.startswith("Sequence") or node.op_type == "SplitToSequence" or node.domain not in ("", "ai.onnx"):
-            continue
+        if node.op_type in _SEQUENCE_OUTPUTS or node.domain not in ("", "ai.onnx"):
+            continue  # a sequence is not a tensor: it cannot be a graph output with a shape
         for o in node.output:
             s = ctx.shapes.get(o)
             if o and (s is None or None in s[1:]) and not ctx.is_constant(o):
