@@ -153,7 +153,11 @@ class ModelContext:
             inputs = [i for i in node.input if i]
             if node.op_type == "CastLike":
                 inputs = inputs[:1]  # the second input only gives the type
-            result = node.op_type not in _NONDETERMINISTIC and all(self.is_constant(i) for i in inputs)
+            if node.op_type == "Shape" or self._static_shape_pick(node) is not None:
+                # The static part of a shape is known here; pruning rewrites what depends on it.
+                result = node.op_type != "Shape" or self._static_shape_slice(node) is not None
+            else:
+                result = node.op_type not in _NONDETERMINISTIC and all(self.is_constant(i) for i in inputs)
         self._const_memo[name] = result
         return result
 
@@ -210,17 +214,41 @@ class ModelContext:
 
     def _shape_as_constant(self, node: onnx.NodeProto) -> onnx.NodeProto:
         """``Shape(w)`` of a fully known shape is a constant: fold it without reading ``w``."""
-        if node.op_type != "Shape":
+        value = self._static_shape_slice(node) if node.op_type == "Shape" else self._static_shape_pick(node)
+        if value is None:
             return node
+        return onnx.helper.make_node("Constant", [], list(node.output), name=node.name,
+                                     value=numpy_helper.from_array(value))
+
+    def _static_shape_pick(self, node: onnx.NodeProto) -> np.ndarray | None:
+        """``Gather(Shape(x), i)`` of a static size of ``x`` (a dynamic batch elsewhere is fine)."""
+        if node.op_type != "Gather" or int(attr(node, "axis", 0)) != 0:  # type: ignore[arg-type]
+            return None
+        shape_node = self.producer.get(node.input[0])
+        if shape_node is None or shape_node.op_type != "Shape" or node.input[1] not in self.initializers \
+                and node.input[1] not in self.constant_nodes:
+            return None
+        shape = self.shapes.get(shape_node.input[0])
+        if shape is None:
+            return None
+        start = int(attr(shape_node, "start", 0))  # type: ignore[arg-type]
+        end = attr(shape_node, "end")
+        dims = shape[slice(start, None if end is None else int(end))]  # type: ignore[arg-type]
+        idx = self.array(node.input[1])
+        picked = [dims[int(i)] for i in idx.reshape(-1)] if all(-len(dims) <= int(i) < len(dims) for i in idx.reshape(-1)) else [None]
+        if None in picked:
+            return None
+        return np.array(picked, dtype=np.int64).reshape(idx.shape)
+
+    def _static_shape_slice(self, node: onnx.NodeProto) -> np.ndarray | None:
+        """What ``Shape`` node returns, when every size it reads is static; else None."""
         shape = self.shapes.get(node.input[0])
-        if shape is None or None in shape:
-            return node
+        if shape is None:
+            return None
         start = int(attr(node, "start", 0))  # type: ignore[arg-type]
         end = attr(node, "end")
-        value = np.array(shape[slice(start, None if end is None else int(end))], dtype=np.int64)  # type: ignore[arg-type]
-        const = onnx.helper.make_node("Constant", [], list(node.output), name=node.name,
-                                      value=numpy_helper.from_array(value))
-        return const
+        part = shape[slice(start, None if end is None else int(end))]  # type: ignore[arg-type]
+        return None if None in part else np.array(part, dtype=np.int64)
 
     def _foldable(self, node: onnx.NodeProto) -> onnx.NodeProto:
         """CastLike reads only the type of its second input: fold it as a Cast."""

@@ -36,7 +36,7 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
     """
     for s in plan.slices:
         ctx.array(s.initializer)  # snapshot originals before the slice pass replaces them
-    resized = {t for t, _ in kept}  # activations and weights (some exporters keep value_info for both)
+    resized = _downstream(ctx, {t for t, _ in kept})  # weights too: some exporters keep their value_info
     comp_passes = []
     if compensation is not None:
         values = {**compensation.weights, **compensation.biases}  # type: ignore[attr-defined]
@@ -51,6 +51,19 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
         CleanupPass(),
     ])
     return manager(model).model
+
+
+def _downstream(ctx: ModelContext, tensors: set[str]) -> set[str]:
+    """``tensors`` and everything computed from them: any of these may have a new shape (e.g.
+    the 5-D middle of a channel shuffle), so their value_info is stale."""
+    out, frontier = set(tensors), list(tensors)
+    while frontier:
+        for node in ctx.consumers.get(frontier.pop(), ()):
+            for o in node.output:
+                if o and o not in out:
+                    out.add(o)
+                    frontier.append(o)
+    return out
 
 
 def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str = "cpu") -> None:

@@ -207,7 +207,9 @@ class SliceRule(Rule):
                 kx = kept[(x, a)]
                 new_s[k] = int(np.searchsorted(kx, s))
                 new_e[k] = int(np.searchsorted(kx, e))
-        if new_s == starts and new_e == ends:
+        # Bounds computed at run time (from a shape that pruning changes) are frozen to literals.
+        computed = not (ctx.is_stored(node.input[1]) and ctx.is_stored(node.input[2]))
+        if new_s == starts and new_e == ends and not computed:
             return False
         changed = out.set_input_constant(node, 1, np.array(new_s, dtype=np.int64))
         return out.set_input_constant(node, 2, np.array(new_e, dtype=np.int64)) or changed
@@ -408,6 +410,11 @@ class ReshapeRule(Rule):
         x, y = node.input[0], node.output[0]
         if position(node, space[0]) == ("in", 1):
             return c.block(space, f"{node_label(node)} shape input is not data")
+        from spa.rules.shuffle import couple_shuffle, find_shuffle
+
+        shuffle = find_shuffle(ctx, node)
+        if shuffle is not None:
+            return couple_shuffle(ctx, node, shuffle, space)
         sx, sy = ctx.shape(x), ctx.shape(y)
         if sx is None or sy is None:
             return c.block(space, f"{node_label(node)} input or output shape unknown")
@@ -420,6 +427,11 @@ class ReshapeRule(Rule):
         return c
 
     def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        from spa.rules.shuffle import find_shuffle, rewrite_shuffle
+
+        shuffle = find_shuffle(ctx, node)
+        if shuffle is not None:
+            return rewrite_shuffle(ctx, shuffle, node, kept, out)
         return _rewrite_target(node, ctx, kept, out, keep_values=(0, -1))
 
 
