@@ -1,4 +1,4 @@
-"""The ``spa`` command line: ``prune``, ``groups``, ``verify`` and ``info``.
+"""The ``spa`` command line: ``prune``, ``groups``, ``verify``, ``bench`` and ``info``.
 
 Exit codes: 0 ok (also "nothing to prune"), 1 user error, 2 usage, 3 verification failed.
 Reports go to stdout, logs to stderr; user errors print one line and no traceback.
@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from spa.errors import InvalidArgumentError, SpaError, VerificationError
 
 log = logging.getLogger("spa")
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+PRUNE_BENCH_WARMUP, PRUNE_BENCH_RUNS = 3, 20  # `spa prune --bench`: quick, both models alike
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
     p.add_argument("--verify", action="store_true", help="check masked equivalence before writing; exit 3 on mismatch")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device for checks")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device for checks (and --bench)")
+    p.add_argument("--bench", action="store_true",
+                   help=f"also time the original and the pruned model in onnxruntime ({PRUNE_BENCH_WARMUP} warm-up + "
+                        f"{PRUNE_BENCH_RUNS} runs each, same inputs) and report measured vs ideal (MACs) speedup")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="intra-op threads for --bench (default 0: onnxruntime's choice, one per physical core)")
     _add_common(p)
     p.set_defaults(func=cmd_prune)
 
@@ -88,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_common(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("bench", help=cmd_bench.__doc__.splitlines()[0], description=cmd_bench.__doc__)  # type: ignore[union-attr]
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx files; the first is the baseline for speedups")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
+    p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")
+    p.add_argument("--seconds", type=float, default=None, metavar="S",
+                   help="stop a model's timed runs once they have taken S seconds (at least one run)")
+    p.add_argument("--batch", type=int, default=None, metavar="B",
+                   help="size of a dynamic batch axis 0 (default 1); throughput is B / median latency")
+    p.add_argument("--shape", action="append", type=_shape, default=[], metavar="NAME:D1xD2x...",
+                   help="whole shape of input NAME, e.g. input:1x3x224x224 (repeatable); sets dynamic sizes")
+    p.add_argument("--inputs", metavar="DATA", help="feed these arrays instead of random data: .npz keyed by input name")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per physical core)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--json", action="store_true", help="machine-readable output (with -q: the JSON only)")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("info", help=cmd_info.__doc__.splitlines()[0], description=cmd_info.__doc__)  # type: ignore[union-attr]
     _add_common(p)
@@ -117,6 +143,15 @@ def _progress_bar() -> Callable[[str, int, int], None] | None:
 def _out(args: argparse.Namespace, text: str) -> None:
     if args.quiet < 1:
         print(text)
+
+
+def _shape(text: str) -> tuple[str, list[int]]:
+    from spa.bench import parse_shape
+
+    try:
+        return parse_shape(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _check_seed(seed: int) -> None:
@@ -173,6 +208,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if result.report.verification is not None and not result.report.verification["passed"]:
         _out(args, result.report.table())
         raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
+    bench = _prune_bench(args, model, result.model, out) if args.bench else None
+    if bench is not None:
+        result.report.seconds["bench"] = bench.pop("seconds")
+    report_dict = result.report.to_dict()
+    if bench is not None:
+        report_dict["bench"] = bench
     from spa.io import write_text_atomic
 
     # All or nothing: if a later file cannot be written, remove the ones already written.
@@ -189,14 +230,33 @@ def cmd_prune(args: argparse.Namespace) -> int:
             result.plan.save(args.plan)
             written.append(Path(args.plan))
         if args.report:
-            write_text_atomic(args.report, json.dumps(result.report.to_dict(), indent=1) + "\n")
+            report_dict["output"] = str(out)
+            write_text_atomic(args.report, json.dumps(report_dict, indent=1) + "\n")
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
         raise
     _out(args, result.report.table())
+    if bench is not None:
+        from spa.bench import format_prune_bench
+
+        _out(args, format_prune_bench(bench))
     _out(args, f"wrote {out}")
     return EXIT_OK
+
+
+def _prune_bench(args: argparse.Namespace, original: Any, pruned: Any, out: Path) -> dict[str, Any]:
+    """Time the original and the pruned model on the same inputs and settings (``--bench``)."""
+    from spa.bench import bench_models, prune_bench, resolve_shapes
+    from spa.runtime import random_inputs
+
+    t0 = time.perf_counter()
+    shapes, _ = resolve_shapes(original, where=args.model)
+    feeds = random_inputs(original, seed=args.seed, shapes=shapes)  # the pruned model has the same inputs
+    kw: dict[str, Any] = {"device": args.device, "threads": args.threads, "warmup": PRUNE_BENCH_WARMUP,
+                          "runs": PRUNE_BENCH_RUNS, "inputs": feeds}
+    before, after = bench_models([args.model, pruned], names=[args.model, str(out)], **kw)
+    return {**prune_bench(before, after), "seconds": time.perf_counter() - t0}
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
@@ -250,6 +310,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _out(args, v.summary())
     if not v.passed:
         raise VerificationError(v.summary())
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure onnxruntime latency and throughput of one or more models, side by side.
+
+    Each model gets warm-up runs, then timed runs (median, p90, min) that go round the models ten
+    at a time, on the same seeded random inputs (or --inputs); params, MACs, size on disk and
+    peak memory are shown too. The first model is the baseline: speedup is its median latency
+    over each model's, ideal is its MACs over each model's.
+    """
+    from spa.bench import MEMORY_NOTE, bench_models, format_table, load_inputs, settings_line, to_json
+
+    _check_seed(args.seed)
+    shapes: dict[str, list[int]] = {}
+    for name, dims in args.shape:
+        if name in shapes and shapes[name] != dims:
+            raise InvalidArgumentError(f"--shape {name} given twice with different sizes")
+        shapes[name] = dims
+    inputs = load_inputs(args.inputs) if args.inputs else None
+    results = bench_models(args.models, device=args.device, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                           batch=args.batch, shapes=shapes or None, inputs=inputs, seconds=args.seconds,
+                           seed=args.seed)
+    if args.json:
+        print(json.dumps(to_json(results), indent=1))
+        return EXIT_OK
+    _out(args, settings_line(results[0]))
+    _out(args, format_table(results))
+    _out(args, f"{MEMORY_NOTE}; MACs per inference at batch 1")
     return EXIT_OK
 
 
