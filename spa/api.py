@@ -21,7 +21,7 @@ import onnx
 from spa.coupling import CouplingGraph, Progress, build_coupling
 from spa.errors import InvalidArgumentError, PlanError
 from spa.graph import ModelContext
-from spa.groups import Group, apply_exclusions, find_groups
+from spa.groups import Group, apply_exclusions, apply_norm_policy, find_groups
 from spa.io import check_is_model, load_model
 from spa.metrics import Cost, measure
 from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
@@ -65,8 +65,13 @@ def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
     return load_model(model), str(model)
 
 
-def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None) -> Analysis:
-    """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed)."""
+def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None,
+            prune_norm_axes: bool = False) -> Analysis:
+    """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed).
+
+    Groups that reach a normalisation over their axis (LayerNorm) are blocked unless
+    ``prune_norm_axes``: pruning them is approximate.
+    """
     original, source = _load(model)
     work = onnx.ModelProto()
     work.CopyFrom(original)
@@ -75,6 +80,7 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     cg = build_coupling(ctx, progress)
     groups = find_groups(cg, ctx)
     apply_exclusions(groups, ctx, list(exclude))
+    apply_norm_policy(groups, prune_norm_axes)
     return Analysis(source, original, work, ctx, cg, groups)
 
 
@@ -93,6 +99,7 @@ def prune(
     progress: Progress | None = None,
     stats: str = "auto",
     calib: dict[str, np.ndarray] | None = None,
+    prune_norm_axes: bool = False,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
@@ -114,7 +121,9 @@ def prune(
         from_plan is None or from_plan.compensated) else None
     if from_plan is None:
         check_ratio(ratio)
-    a = analyze(model, exclude, progress)
+    if from_plan is not None:
+        prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
+    a = analyze(model, exclude, progress, prune_norm_axes)
     before = measure(a.ctx)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if crit is not None:
@@ -129,7 +138,8 @@ def prune(
         crit_name = crit.name
     compensation = crit.compensate(a.groups, kept_units, a.ctx) if crit is not None and crit.compensates else None
     t2 = time.perf_counter()
-    options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed}
+    options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed,
+               "prune_norm_axes": prune_norm_axes}
     if crit is not None and crit.compensates:
         options["stats"] = getattr(crit, "stats", stats)
     plan = make_plan(os.path.basename(a.source), crit_name, ratio, a.groups, kept_units, a.ctx, options,

@@ -117,6 +117,15 @@ def _connected_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         labels = new
 
 
+def apply_norm_policy(groups: list[Group], allow_inexact: bool) -> None:
+    """Block groups whose pruning would change a normalisation's statistics, unless allowed."""
+    if allow_inexact:
+        return
+    for g in groups:
+        if g.inexact and not g.blocked:
+            g.blocked.append(f"{g.inexact[0]} (pruning it is approximate; opt in with --prune-norm-axes)")
+
+
 def apply_exclusions(groups: list[Group], ctx: ModelContext, patterns: list[str]) -> None:
     """Block every group with a member tensor, or a node touching one, matching a pattern."""
     if not patterns:
