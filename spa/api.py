@@ -100,6 +100,8 @@ def prune(
     stats: str = "auto",
     calib: dict[str, np.ndarray] | None = None,
     prune_norm_axes: bool = False,
+    target_macs: float | None = None,
+    target_params: float | None = None,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
@@ -112,6 +114,7 @@ def prune(
     from spa.criteria import get_criterion
 
     t0 = time.perf_counter()
+    target: dict[str, object] | None = None
     if from_plan is not None:
         criterion, seed = from_plan.criterion, int(from_plan.options.get("seed", seed))
         stats = str(from_plan.options.get("stats", stats))
@@ -134,7 +137,15 @@ def prune(
     else:
         assert crit is not None
         scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
-        kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+        if target_macs is not None or target_params is not None:
+            from spa.targets import find_ratio
+
+            found = find_ratio(a.ctx, a.prunable, scores, target_macs=target_macs, target_params=target_params,
+                               global_ranking=global_ranking, round_to=round_to)
+            ratio, kept_units = found.ratio, found.kept_units
+            target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "estimated": found.achieved}
+        else:
+            kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
         crit_name = crit.name
     compensation = crit.compensate(a.groups, kept_units, a.ctx) if crit is not None and crit.compensates else None
     t2 = time.perf_counter()
@@ -152,6 +163,9 @@ def prune(
     complete_with_runtime(after_ctx)  # exporter patterns static inference cannot see through
     after = measure(after_ctx)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
+    if target is not None:
+        full = getattr(before, target["kind"])
+        report.target = {**target, "achieved": getattr(after, target["kind"]) / max(full, 1)}
     if verify_result:
         v = verify(a.original, pruned, plan, seed=seed, device=device)
         report.verification = {**v.to_dict(), "summary": v.summary()}

@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+    p.add_argument("--target-macs", type=_ratio, metavar="F",
+                   help="find the ratio that leaves at most F (a fraction) of the original MACs; overrides --ratio")
+    p.add_argument("--target-params", type=_ratio, metavar="F",
+                   help="find the ratio that leaves at most F (a fraction) of the original parameters")
     p.add_argument("--prune-norm-axes", action="store_true",
                    help="also prune groups a LayerNorm normalises over (approximate: verify reports drift)")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy")
@@ -199,7 +203,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
                    verify_result=args.verify, device=args.device, progress=_progress_bar(),
-                   stats=args.stats, calib=calib, prune_norm_axes=args.prune_norm_axes)
+                   stats=args.stats, calib=calib, prune_norm_axes=args.prune_norm_axes,
+                   target_macs=args.target_macs, target_params=args.target_params)
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")

@@ -57,14 +57,15 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     return 0
 
 
-def measure(ctx: ModelContext) -> Cost:
-    """Parameters (elements of float stored tensors), MACs, and serialized size."""
+def measure(ctx: ModelContext, with_size: bool = True) -> Cost:
+    """Parameters (elements of float stored tensors), MACs, and serialized size (-1 when
+    ``with_size`` is False)."""
     params = 0
     for name in [*ctx.initializers, *ctx.constant_nodes]:
         if ctx.dtypes.get(name) in FLOAT_TYPES:
             params += _prod(ctx.shape(name)) or 0
     macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
-    return Cost(params=params, macs=macs, size_bytes=serialized_size(ctx.model))
+    return Cost(params=params, macs=macs, size_bytes=serialized_size(ctx.model) if with_size else -1)
 
 
 def serialized_size(model: onnx.ModelProto) -> int:

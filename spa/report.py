@@ -32,6 +32,8 @@ class Report:
     seconds: dict[str, float] = field(default_factory=dict)
     output: str | None = None
     verification: dict[str, Any] | None = None
+    #: With --target-macs / --target-params: the target, the ratio found, the fraction achieved.
+    target: dict[str, Any] | None = None
 
     @property
     def nothing_to_prune(self) -> bool:
@@ -61,6 +63,10 @@ class Report:
             lines.append(f"  blocked group {b.group} ({b.name}, {b.units} units): {b.reason}")
         if len(self.blocked) > 10:
             lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
+        if self.target is not None:
+            t = self.target
+            lines.append(f"target: {t['kind']} <= {t['target']:.1%} of the original -> ratio {t['ratio']:.3f}, "
+                         f"achieved {t['achieved']:.1%}")
         if self.verification is not None:
             lines.append(str(self.verification.get("summary", "")))
         total = sum(self.seconds.values())
