@@ -130,3 +130,12 @@ def random_inputs(
 def run(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, feeds)))
+
+
+def probe_session(model: onnx.ModelProto, tensors: list[str], device: str = "cpu") -> Any:
+    """A session of ``model`` that also returns the intermediate ``tensors`` as outputs."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
+    return make_session(probe, device)

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from spa.graph import ModelContext
-from spa.runtime import input_specs, make_session, random_inputs, run
+from spa.runtime import input_specs, probe_session, random_inputs, run
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +88,9 @@ def complete_with_runtime(ctx: ModelContext) -> int:
     if any(not isinstance(d, int) for _, dims, _ in input_specs(ctx.model) for d in dims[1:]):
         log.info("%d tensor shapes unknown; inputs have dynamic non-batch sizes, so not running the model", len(holes))
         return 0
-    probe = onnx.ModelProto()
-    probe.CopyFrom(ctx.model)
-    known = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(h) for h in holes if h not in known)
     try:
-        sess = make_session(probe)
-        runs = [run(sess, random_inputs(probe, seed=0, batch=b)) for b in (1, 2)]
+        sess = probe_session(ctx.model, holes)
+        runs = [run(sess, random_inputs(ctx.model, seed=0, batch=b)) for b in (1, 2)]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
         return 0

@@ -401,23 +401,25 @@ class Accumulator:
         return (1 - shrink) * h + shrink * diag
 
 
-def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
-                 rows_per_batch: int = 2048, seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
-    """``H`` for every consumer (by node name) from onnxruntime activations of ``batches``."""
-    from spa.runtime import make_session
+def _stream(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
+            accumulators: dict[str, Accumulator | ColumnMoments], rows_per_batch: int, seed: int, device: str) -> None:
+    """Feed every batch's unfolded consumer inputs (subsampled) to their accumulators."""
+    from spa.runtime import probe_session
 
     names = sorted({c.x for c in consumers})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(ctx.model)
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
-    sess = make_session(probe, device)
+    sess = probe_session(ctx.model, names, device)
     rng = np.random.default_rng(seed)
-    acc = {c.node.name: Accumulator(np.zeros((c.cols + 1, c.cols + 1))) for c in consumers}
     for feeds in batches:
         values = dict(zip(names, sess.run(names, feeds)))
         for c in consumers:
-            acc[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
+            accumulators[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
+
+
+def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
+                 rows_per_batch: int = 2048, seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
+    """``H`` for every consumer (by node name) from onnxruntime activations of ``batches``."""
+    acc = {c.node.name: Accumulator(np.zeros((c.cols + 1, c.cols + 1))) for c in consumers}
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
     return {k: a.value() for k, a in acc.items() if a.n}
 
 
@@ -447,18 +449,6 @@ def activation_moments(consumers: list[Consumer], ctx: ModelContext, batches: It
                        rows_per_batch: int = 2048, seed: int = 0,
                        device: str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per consumer (by node name): mean, variance and mean |x| of every input column."""
-    from spa.runtime import make_session
-
-    names = sorted({c.x for c in consumers})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(ctx.model)
-    existing = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names if n not in existing)
-    sess = make_session(probe, device)
-    rng = np.random.default_rng(seed)
     acc = {c.node.name: ColumnMoments(np.zeros(c.cols), np.zeros(c.cols), np.zeros(c.cols)) for c in consumers}
-    for feeds in batches:
-        values = dict(zip(names, sess.run(names, feeds)))
-        for c in consumers:
-            acc[c.node.name].add(consumer_rows(c, values[c.x], ctx, rows_per_batch, rng))
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
     return {k: a.mean_var_abs() for k, a in acc.items() if a.n}
