@@ -1,7 +1,9 @@
 """The ``spa`` command line: ``prune``, ``groups``, ``verify``, ``bench`` and ``info``.
 
-Exit codes: 0 ok (also "nothing to prune"), 1 user error, 2 usage, 3 verification failed.
-Reports go to stdout, logs to stderr; user errors print one line and no traceback.
+Exit codes: 0 ok (also "nothing to prune"), 1 user error, 2 usage, 3 verification failed,
+4 a gate failed (``--max-drift``, ``--min-speedup``, ...). Reports go to stdout, logs to stderr;
+user errors print one line and no traceback. ``spa prune`` also reads its settings from
+``spa.toml`` or ``[tool.spa]`` in ``pyproject.toml`` (see :mod:`spa.config`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from spa.errors import InvalidArgumentError, SpaError, VerificationError
+from spa.errors import GateError, InvalidArgumentError, SpaError, VerificationError
 
 log = logging.getLogger("spa")
 
-EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY = 0, 1, 2, 3
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY, EXIT_GATE = 0, 1, 2, 3, 4
 PRUNE_BENCH_WARMUP, PRUNE_BENCH_RUNS = 3, 20  # `spa prune --bench`: quick, both models alike
 
 
 class _Parser(argparse.ArgumentParser):
+    #: Subcommand parsers by name (set on the top-level parser by :func:`build_parser`).
+    subcommands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"{self.prog}: usage error: {message}", file=sys.stderr)
@@ -41,6 +46,51 @@ def _ratio(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _count(text: str) -> int:
+    from spa.gates import parse_count
+
+    try:
+        return parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    from spa.gates import parse_fraction
+
+    try:
+        return parse_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_gates(p: argparse.ArgumentParser) -> None:
+    """CI options of ``spa prune``: gates (exit 4, nothing written), the Markdown summary, config files."""
+    g = p.add_argument_group("CI gates (a failed gate exits 4 and writes nothing)")
+    g.add_argument("--max-params", type=_count, metavar="N",
+                   help="fail unless the pruned model has at most N parameters (suffixes k, M, G: 2.5M)")
+    g.add_argument("--max-macs", type=_count, metavar="N",
+                   help="fail unless the pruned model has at most N MACs per inference (batch 1; 1.2G, 300M)")
+    g.add_argument("--min-speedup", type=_ratio, metavar="X",
+                   help="fail unless the measured latency speedup (median before / after) is at least X; implies --bench")
+    g.add_argument("--max-drift", type=_ratio, metavar="E",
+                   help="fail unless max over outputs of max|pruned - original| / max|original| is at most E, "
+                        "on 8 seeded random samples (or the --calib data)")
+    g.add_argument("--eval", metavar="DATA.npz",
+                   help="labelled data: arrays keyed by input name plus integer 'labels'; reports top-1 accuracy "
+                        "(argmax over the last axis of the first output) before and after")
+    g.add_argument("--min-accuracy", type=_fraction, metavar="A",
+                   help="fail unless the pruned model's top-1 accuracy on --eval is at least A (0.9 or 90%%)")
+    g.add_argument("--markdown", metavar="MD", help="also write a Markdown summary for a pull-request comment")
+    g.add_argument("--reports-on-fail", action="store_true",
+                   help="when a gate fails, still write --report and --markdown (never the model or the plan)")
+    g.add_argument("--dry-run", action="store_true", help="prune, check and gate, but do not write the pruned model")
+    c = g.add_mutually_exclusive_group()
+    c.add_argument("--config", metavar="FILE",
+                   help="read settings from this spa.toml or pyproject.toml ([tool.spa]) instead of looking them up")
+    c.add_argument("--no-config", action="store_true", help="ignore spa.toml and [tool.spa] in pyproject.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{PRUNE_BENCH_RUNS} runs each, same inputs) and report measured vs ideal (MACs) speedup")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="intra-op threads for --bench (default 0: onnxruntime's choice, one per physical core)")
+    _add_gates(p)
     _add_common(p)
     p.set_defaults(func=cmd_prune)
+    parser.subcommands = {"prune": p}
 
     p = sub.add_parser("groups", help=cmd_groups.__doc__.splitlines()[0], description=cmd_groups.__doc__)  # type: ignore[union-attr]
     p.add_argument("model")
@@ -169,37 +221,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """Prune MODEL and write a smaller, dense, checked ONNX model.
 
     Removes whole channels (filters, hidden units) group by group, rewrites the graph, checks the
-    result with the full ONNX checker and onnxruntime, and prints a before/after table.
+    result with the full ONNX checker and onnxruntime, and prints a before/after table. Gates
+    (--max-params, --max-macs, --min-speedup, --max-drift, --min-accuracy) fail the run with exit
+    4 and write nothing. Settings also come from spa.toml or [tool.spa] in pyproject.toml.
     """
     from spa.api import prune
-    from spa.io import check_output_path, default_output_path, load_model, save_model
+    from spa.gates import GateSpec
+    from spa.io import default_output_path, load_model
     from spa.plan import Plan
     from spa.selection import check_ratio
 
     if args.from_plan is None:
         check_ratio(args.ratio)
     _check_seed(args.seed)
-    out = Path(args.output) if args.output else default_output_path(args.model)
+    spec = GateSpec(args.max_params, args.max_macs, args.min_speedup, args.max_drift, args.min_accuracy)
+    spec.check(has_eval=bool(args.eval))
+    if args.min_speedup is not None:
+        args.bench = True
+    out = None if args.dry_run else Path(args.output) if args.output else default_output_path(args.model)
     model = load_model(args.model)
-    inputs = [args.model] + ([args.from_plan] if args.from_plan else [])
-    outputs: dict[str, str | Path] = {"-o/--output": out}
-    if args.plan:
-        outputs["--plan"] = args.plan
-    if args.report:
-        outputs["--report"] = args.report
-    seen: dict[Path, str] = {}
-    for flag, path in outputs.items():
-        check_output_path(path, *inputs)
-        key = Path(path).resolve()
-        if key in seen:
-            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
-        seen[key] = flag
+    _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
-    calib = None
-    if args.calib:
-        from spa.calib import load_calibration
-
-        calib = load_calibration(args.calib, model)
+    calib, eval_data = _side_inputs(args, model)
     result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
                    verify_result=args.verify, device=args.device, progress=_progress_bar(),
@@ -208,9 +251,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
-    if result.report.groups_prunable == 0:
-        _out(args, f"nothing to prune in {args.model}: every group is blocked or has one channel "
+    nothing = result.report.groups_prunable == 0
+    nothing_msg = (f"nothing to prune in {args.model}: every group is blocked or has one channel "
                    "(run `spa groups` to see why); no output written")
+    if nothing and not spec.any():
+        _out(args, nothing_msg)
         return EXIT_OK
     if result.report.verification is not None and not result.report.verification["passed"]:
         _out(args, result.report.table())
@@ -221,38 +266,158 @@ def cmd_prune(args: argparse.Namespace) -> int:
     report_dict = result.report.to_dict()
     if bench is not None:
         report_dict["bench"] = bench
-    from spa.io import write_text_atomic
+    gates = _run_gates(args, spec, model, result, bench, calib, eval_data, report_dict)
+    report_dict["output"] = None
+    report_dict["config"] = getattr(args, "config_file", None)
+    report_dict["command"] = getattr(args, "command_line", None)
+    failed = [g for g in gates if not g.passed]
+    if nothing:
+        from spa.gates import failure_message, format_gates
 
-    # All or nothing: if a later file cannot be written, remove the ones already written.
-    data_file = out.with_name(out.name + ".data")
-    data_existed = data_file.exists()
+        _out(args, format_gates(gates))
+        if failed:
+            raise GateError(f"{failure_message(gates)}; nothing was written")
+        _out(args, nothing_msg)
+        return EXIT_OK
+    if failed:
+        from spa.gates import failure_message
+
+        _show_prune(args, result, bench, gates)
+        wrote = _write_reports(args, report_dict, result.plan) if args.reports_on_fail else []
+        tail = f"only {' and '.join(map(str, wrote))} written" if wrote else "nothing was written"
+        raise GateError(f"{failure_message(gates)}; {tail}")
+    _save_all(args, out, result, report_dict)
+    _show_prune(args, result, bench, gates)
+    _out(args, f"wrote {out}" if out is not None else "dry run: no model written")
+    return EXIT_OK
+
+
+
+def _check_outputs(args: argparse.Namespace, out: Path | None) -> None:
+    """Every output path is writable, none is an input, and no two are the same file."""
+    from spa.io import check_output_path
+
+    inputs = [args.model] + [f for f in (args.from_plan, args.calib, args.eval, getattr(args, "config_file", None)) if f]
+    outputs: dict[str, str | Path] = {"-o/--output": out} if out is not None else {}
+    for flag, path in (("--plan", args.plan), ("--report", args.report), ("--markdown", args.markdown)):
+        if path:
+            outputs[flag] = path
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        check_output_path(path, *inputs)
+        key = Path(path).resolve()
+        if key in seen:
+            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
+        seen[key] = flag
+
+
+def _side_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
+    """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
+    calib = eval_data = None
+    if args.calib:
+        from spa.calib import load_calibration
+
+        calib = load_calibration(args.calib, model)
+    if args.eval:
+        from spa.gates import load_eval
+
+        eval_data = load_eval(args.eval, model)
+    return calib, eval_data
+
+
+def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_dict: dict[str, Any]) -> None:
+    """Write the model, plan and reports; all or nothing (a failure removes what was written)."""
+    from spa.io import save_model
+
     written: list[Path] = []
     try:
-        save_model(result.model, out)
-        written.append(out)
-        if data_file.exists() and not data_existed:
-            written.append(data_file)
-        result.report.output = str(out)
+        if out is not None:
+            data_file = out.with_name(out.name + ".data")
+            data_existed = data_file.exists()
+            save_model(result.model, out)
+            written.append(out)
+            if data_file.exists() and not data_existed:
+                written.append(data_file)
+            result.report.output = str(out)
+            report_dict["output"] = str(out)
         if args.plan:
             result.plan.save(args.plan)
             written.append(Path(args.plan))
-        if args.report:
-            report_dict["output"] = str(out)
-            write_text_atomic(args.report, json.dumps(report_dict, indent=1) + "\n")
+        written += _write_reports(args, report_dict, result.plan)
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
         raise
+
+def _run_gates(args: argparse.Namespace, spec: Any, model: Any, result: Any, bench: dict[str, Any] | None,
+               calib: dict[str, Any] | None, eval_data: dict[str, Any] | None,
+               report_dict: dict[str, Any]) -> list[Any]:
+    """Measure what the gates need (drift, accuracy), record it in ``report_dict``, evaluate the gates."""
+    from spa.gates import LABELS_KEY, accuracy, evaluate, gates_to_dicts, measure_drift
+
+    t0 = time.perf_counter()
+    drift = None
+    if spec.max_drift is not None:
+        drift = measure_drift(model, result.model, seed=args.seed, device=args.device, calib=calib,
+                              calib_name=args.calib or "--calib")
+        report_dict["drift"] = drift.to_dict()
+    acc = None
+    if eval_data is not None:
+        acc = {"data": args.eval, "samples": int(len(eval_data[LABELS_KEY])),
+               "before": accuracy(model, eval_data, args.device), "after": accuracy(result.model, eval_data, args.device)}
+        report_dict["accuracy"] = acc
+    if drift is not None or acc is not None:
+        report_dict["seconds"]["gates"] = time.perf_counter() - t0
+        result.report.seconds["gates"] = report_dict["seconds"]["gates"]
+    gates = evaluate(spec, params=result.report.after.params, macs=result.report.after.macs,
+                     speedup=bench.get("measured_speedup") if bench else None,
+                     drift=drift.value if drift else None, accuracy=acc["after"] if acc else None)
+    if gates:
+        report_dict["gates"] = gates_to_dicts(gates)
+        report_dict["gates_passed"] = all(g.passed for g in gates)
+    return gates
+
+
+def _show_prune(args: argparse.Namespace, result: Any, bench: dict[str, Any] | None, gates: list[Any]) -> None:
+    """The console report of ``spa prune``: table, latency, drift and accuracy, gates."""
+    if getattr(args, "config_file", None):
+        _out(args, f"settings from {args.config_file}")
     _out(args, result.report.table())
     if bench is not None:
         from spa.bench import format_prune_bench
 
         _out(args, format_prune_bench(bench))
-    _out(args, f"wrote {out}")
-    return EXIT_OK
+    if gates:
+        from spa.gates import format_gates
+
+        _out(args, format_gates(gates))
 
 
-def _prune_bench(args: argparse.Namespace, original: Any, pruned: Any, out: Path) -> dict[str, Any]:
+def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: Any) -> list[Path]:
+    """Write --report (JSON) and --markdown, each atomically; returns what was written."""
+    from spa.io import write_text_atomic
+
+    written: list[Path] = []
+    try:
+        if args.report:
+            write_text_atomic(args.report, json.dumps(report_dict, indent=1) + "\n")
+            written.append(Path(args.report))
+        if args.markdown:
+            from spa.markdown import render
+
+            sliced = sorted({s.initializer for s in plan.slices})
+            text = render(report_dict, command=getattr(args, "command_line", None) or "spa prune",
+                          plan_groups=[{**g.__dict__, "sliced": sliced} for g in plan.groups])
+            write_text_atomic(args.markdown, text)
+            written.append(Path(args.markdown))
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _prune_bench(args: argparse.Namespace, original: Any, pruned: Any, out: Path | None) -> dict[str, Any]:
     """Time the original and the pruned model on the same inputs and settings (``--bench``)."""
     from spa.bench import bench_models, prune_bench, resolve_shapes
     from spa.runtime import random_inputs
@@ -262,7 +427,7 @@ def _prune_bench(args: argparse.Namespace, original: Any, pruned: Any, out: Path
     feeds = random_inputs(original, seed=args.seed, shapes=shapes)  # the pruned model has the same inputs
     kw: dict[str, Any] = {"device": args.device, "threads": args.threads, "warmup": PRUNE_BENCH_WARMUP,
                           "runs": PRUNE_BENCH_RUNS, "inputs": feeds}
-    before, after = bench_models([args.model, pruned], names=[args.model, str(out)], **kw)
+    before, after = bench_models([args.model, pruned], names=[args.model, str(out) if out else "pruned"], **kw)
     return {**prune_bench(before, after), "seconds": time.perf_counter() - t0}
 
 
@@ -373,21 +538,63 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_config(parser: argparse.ArgumentParser, argv: list[str]) -> Any:
+    """The settings file for ``spa prune`` (``--config``, else looked up), applied as the
+    prune parser's defaults; None for other commands, with ``--no-config`` or without a file."""
+    from spa import config
+
+    command = next((a for a in argv if not a.startswith("-")), None)
+    subs = getattr(parser, "subcommands", {})
+    if command not in subs or "-h" in argv or "--help" in argv:
+        return None
+    path, no_config = config.prescan(argv)
+    if no_config:
+        return None
+    found = path if path is not None else config.find_config()
+    if found is None:
+        return None
+    cfg = config.load(found, subs[command])
+    config.apply(cfg, subs[command])
+    return cfg
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is inside it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _fail(exc: SpaError, quiet: int, start: float, cmd: str) -> int:
+    message = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
+    print(f"spa: {exc.prefix}: {message}", file=sys.stderr)
+    if quiet < 2:
+        print(f"FAILED | {time.perf_counter() - start:.2f} s | {cmd}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args)
     start = time.perf_counter()
     cmd = "spa " + shlex.join(argv)
     try:
+        cfg = _load_config(parser, argv)
+    except SpaError as exc:
+        return _fail(exc, 0, start, cmd)
+    args = parser.parse_args(argv)
+    if cfg is not None:
+        from spa.config import fill_lists
+
+        fill_lists(cfg, args)
+        args.config_file = _shown_path(cfg.path)
+    args.command_line = cmd
+    _setup_logging(args)
+    try:
         code = args.func(args)
     except SpaError as exc:
-        message = "; ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) or type(exc).__name__
-        print(f"spa: error: {message}", file=sys.stderr)
-        if args.quiet < 2:
-            print(f"FAILED | {time.perf_counter() - start:.2f} s | {cmd}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(exc, args.quiet, start, cmd)
     except KeyboardInterrupt:
         print("spa: interrupted", file=sys.stderr)
         return 130

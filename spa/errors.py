@@ -12,6 +12,8 @@ class SpaError(Exception):
     """Base class of every error caused by input the user gave us."""
 
     exit_code = 1
+    #: The CLI prints ``spa: <prefix>: <message>``.
+    prefix = "error"
 
 
 class ModelLoadError(SpaError):
@@ -46,3 +48,14 @@ class VerificationError(SpaError):
     """The pruned model does not match the masked original."""
 
     exit_code = 3
+
+
+class ConfigError(SpaError):
+    """A configuration file (``spa.toml``, ``[tool.spa]`` in ``pyproject.toml``) is invalid."""
+
+
+class GateError(SpaError):
+    """A CI gate (``--max-drift``, ``--min-speedup``, ...) failed; nothing was written."""
+
+    exit_code = 4
+    prefix = "gate failed"
