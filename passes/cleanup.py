@@ -1,9 +1,11 @@
-"""Remove initializers nothing reads any more, and sort nodes topologically.
+"""Remove dead nodes and initializers nothing reads any more, and sort nodes topologically.
 
-Rules: an initializer that is neither a node input (in the main graph or any subgraph) nor a
-graph input or output is removed — these are the shape constants replaced by
-RewriteShapeConstantsPass. Nodes are then ordered so every input is produced before it is read
-(stable: an already sorted graph keeps its order). Nodes are never removed.
+Rules: a node none of whose outputs is read (by a node of the main graph or any subgraph) or
+is a graph output is removed, repeatedly. ONNX ops have no side effects, so this is safe. Such
+nodes are the shape arithmetic left behind when a computed constant was replaced by a literal,
+or a computed bias replaced by a refitted one. An initializer that is neither a node input nor
+a graph input or output is then removed. Nodes are ordered so every input is produced before it
+is read (stable: an already sorted graph keeps its order).
 Refuses (PassError) a graph with a cycle.
 """
 
@@ -30,9 +32,18 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
 class CleanupPass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
+        modified = False
+        while True:
+            used = _used_names(g) | {o.name for o in g.output}
+            dead = [n for n in g.node if not any(o and o in used for o in n.output)]
+            if not dead:
+                break
+            for n in dead:
+                g.node.remove(n)
+            modified = True
         used = _used_names(g) | {o.name for o in g.output} | {i.name for i in g.input}
         keep = [t for t in g.initializer if t.name in used]
-        modified = len(keep) != len(g.initializer)
+        modified |= len(keep) != len(g.initializer)
         if modified:
             del g.initializer[:]
             g.initializer.extend(keep)

@@ -100,12 +100,17 @@ def test_drop_value_info_only_named_tensors() -> None:
 def test_cleanup_removes_unused_initializers_and_sorts() -> None:
     m = _chain()
     m.graph.initializer.append(numpy_helper.from_array(np.zeros(3, np.float32), "orphan"))
+    m.graph.initializer.append(numpy_helper.from_array(np.zeros(2, np.int64), "dead_shape"))
+    m.graph.node.append(helper.make_node("Shape", ["a"], ["s"]))
+    m.graph.node.append(helper.make_node("Add", ["s", "dead_shape"], ["s2"]))  # reads a dead node only
     nodes = list(m.graph.node)
     del m.graph.node[:]
     m.graph.node.extend(reversed(nodes))
     result = CleanupPass()(m)
     assert result.modified
     assert "orphan" not in {t.name for t in m.graph.initializer}
+    assert "dead_shape" not in {t.name for t in m.graph.initializer}
+    assert not any(n.op_type in ("Shape", "Add") for n in m.graph.node)
     onnx.checker.check_model(m, full_check=True)
     assert not CleanupPass()(m).modified
 
