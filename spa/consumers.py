@@ -77,14 +77,17 @@ class Consumer:
 def find_consumers(group: Group, ctx: ModelContext) -> list[Consumer]:
     """The Conv (group 1), Gemm and MatMul nodes whose weight input axis is in ``group``.
 
-    A weight read by more than one node, or a bias computed from non-constant inputs, makes a
-    node unusable as a consumer (it is then left to the magnitude fallback).
+    A weight read by more than one node (readers of its shape aside), or a bias computed from
+    non-constant inputs, makes a node unusable as a consumer (it is then left to the magnitude
+    fallback).
     """
     out: list[Consumer] = []
     for t, a in group.params(ctx):
-        if t not in ctx.initializers or len(ctx.consumers.get(t, ())) != 1:
+        # Readers of the weight's shape only (the dynamo exporter's zero bias) do not count.
+        users = [n for n in ctx.consumers.get(t, ()) if n.op_type not in ("Shape", "Size")]
+        if t not in ctx.initializers or len(users) != 1:
             continue
-        node = ctx.consumers[t][0]
+        node = users[0]
         c = _transposed_matmul(node, ctx, t, a, group) if node.op_type == "Transpose" else \
             _as_consumer(node, ctx, t, a, group)
         if c is not None:

@@ -95,3 +95,13 @@ def test_activation_criterion_removes_dead_channel() -> None:
     m = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5]}, inits)
     _, plan, _ = spa.prune(m, ratio=0.25, criterion="activation")
     assert 3 not in next(s.keep for s in plan.slices if s.initializer == "a.w") and not plan.compensated
+
+
+def test_both_exporters_give_obspa_the_same_consumers(zoo) -> None:
+    from spa.consumers import find_consumers
+
+    counts = []
+    for exporter in ("ts", "dynamo"):
+        a = spa.analyze(zoo / f"resnet_basic.{exporter}.onnx")
+        counts.append(sum(len(find_consumers(g, a.ctx)) for g in a.prunable))
+    assert counts[0] == counts[1] > 1
