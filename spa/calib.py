@@ -13,31 +13,45 @@ from spa.errors import InvalidArgumentError
 from spa.runtime import input_specs
 
 
-def load_calibration(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Arrays for every model input, with matching rank, static sizes and equal batch length."""
+def read_arrays(path: str | os.PathLike[str], flag: str, folders: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of a ``.npz`` file (or, with ``folders``, of a folder of ``.npy`` files)."""
     p = Path(path)
+    kind = "a .npz file or a folder of .npy files" if folders else "a .npz file"
     try:
-        if p.is_dir():
-            arrays = {f.stem: np.load(f, allow_pickle=False) for f in sorted(p.glob("*.npy"))}
-        else:
-            with np.load(p, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+        if folders and p.is_dir():
+            return {f.stem: np.load(f, allow_pickle=False) for f in sorted(p.glob("*.npy"))}
+        with np.load(p, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
     except FileNotFoundError:
-        raise InvalidArgumentError(f"--calib {p}: no such file or folder") from None
-    except (OSError, ValueError) as exc:
-        raise InvalidArgumentError(f"--calib {p}: not a .npz file or a folder of .npy files ({exc})") from None
+        raise InvalidArgumentError(f"{flag} {p}: no such file{' or folder' if folders else ''}") from None
+    except (OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
+        raise InvalidArgumentError(f"{flag} {p}: not {kind} ({exc})") from None
+
+
+def arrays_for_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, where: str) -> dict[str, np.ndarray]:
+    """One array per model input, with its rank and static sizes (float arrays as float32).
+
+    A model with one input also takes a single array of any name.
+    """
     specs = input_specs(model)
     if len(specs) == 1 and len(arrays) == 1 and specs[0][0] not in arrays:
         arrays = {specs[0][0]: next(iter(arrays.values()))}
     out: dict[str, np.ndarray] = {}
     for name, dims, _ in specs:
         if name not in arrays:
-            raise InvalidArgumentError(f"--calib {p}: no array for model input '{name}' (found: {sorted(arrays)})")
+            raise InvalidArgumentError(f"{where}: no array for model input '{name}' (found: {sorted(arrays)})")
         a = arrays[name]
         if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
-            raise InvalidArgumentError(f"--calib {p}: array '{name}' has shape {a.shape}, the model expects {dims}")
-        out[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+            raise InvalidArgumentError(f"{where}: array '{name}' has shape {a.shape}, the model expects {dims}")
+        out[name] = a.astype(np.float32) if a.dtype.kind == "f" and a.dtype != np.float32 else a
+    return out
+
+
+def load_calibration(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Arrays for every model input, with matching rank, static sizes and equal batch length."""
+    where = f"--calib {Path(path)}"
+    out = arrays_for_inputs(read_arrays(path, "--calib", folders=True), model, where)
     lengths = {len(a) for a in out.values()}
     if len(lengths) != 1 or 0 in lengths:
-        raise InvalidArgumentError(f"--calib {p}: arrays must have the same non-zero length on axis 0")
+        raise InvalidArgumentError(f"{where}: arrays must have the same non-zero length on axis 0")
     return out

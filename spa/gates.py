@@ -268,38 +268,26 @@ def load_eval(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str,
     A model with one input also takes a file with one non-label array of any name. Returns the
     input arrays plus ``labels``; every array has the labels' length on axis 0.
     """
+    from spa.calib import arrays_for_inputs, read_arrays
+
     p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise InvalidArgumentError(f"--eval {p}: no such file") from None
-    except (OSError, ValueError, EOFError, AttributeError, TypeError) as exc:
-        raise InvalidArgumentError(f"--eval {p}: not a .npz file ({exc})") from None
+    arrays = read_arrays(p, "--eval")
     if LABELS_KEY not in arrays:
         raise InvalidArgumentError(f"--eval {p}: no '{LABELS_KEY}' array (found: {sorted(arrays)})")
     labels = np.asarray(arrays.pop(LABELS_KEY))
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) == 0:
         raise InvalidArgumentError(f"--eval {p}: '{LABELS_KEY}' must be a non-empty 1-D integer array, "
                                    f"got {labels.dtype} of shape {labels.shape}")
-    specs = input_specs(model)
-    if len(specs) == 1 and len(arrays) == 1 and specs[0][0] not in arrays:
-        arrays = {specs[0][0]: next(iter(arrays.values()))}
-    out: dict[str, np.ndarray] = {}
-    for name, dims, _ in specs:
-        if name not in arrays:
-            raise InvalidArgumentError(f"--eval {p}: no array for model input '{name}' (found: {sorted(arrays)})")
-        a = arrays[name]
-        if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
-            raise InvalidArgumentError(f"--eval {p}: array '{name}' has shape {a.shape}, the model expects {dims}")
+    out = arrays_for_inputs(arrays, model, f"--eval {p}")
+    for name, a in out.items():
         if len(a) != len(labels):
             raise InvalidArgumentError(f"--eval {p}: array '{name}' has {len(a)} samples, '{LABELS_KEY}' has "
                                        f"{len(labels)}")
-        out[name] = a.astype(np.float32) if a.dtype.kind == "f" and a.dtype != np.float32 else a
-    extra = sorted(set(arrays) - set(out))
+    renamed = len(arrays) == 1 and len(out) == 1  # one input takes one array of any name
+    extra = [] if renamed else sorted(set(arrays) - set(out))
     if extra:
         raise InvalidArgumentError(f"--eval {p}: arrays {extra} match no model input "
-                                   f"(inputs: {', '.join(s[0] for s in specs)})")
+                                   f"(inputs: {', '.join(out)})")
     out[LABELS_KEY] = labels
     return out
 

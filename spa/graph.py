@@ -136,9 +136,6 @@ class ModelContext:
             self._arrays[name] = arr
         return self._arrays[name]
 
-    def is_float_param(self, name: str) -> bool:
-        return self.is_stored(name) and self.dtypes.get(name) in FLOAT_TYPES
-
     def is_constant(self, name: str) -> bool:
         """True when ``name`` is computed from stored tensors only (no graph input reaches it)."""
         if name in self._const_memo:

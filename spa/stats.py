@@ -52,11 +52,7 @@ def tap_correlation(kshape: tuple[int, ...], rho: float) -> np.ndarray:
 # moments without data
 # --------------------------------------------------------------------------------------
 def _gelu(x: np.ndarray) -> np.ndarray:
-    from math import sqrt
-
-    from numpy import tanh
-
-    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

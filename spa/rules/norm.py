@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-from spa.graph import ModelContext, Space, node_label
+from spa.graph import ModelContext, Space, attr, node_label
 from spa.rules.base import Coupling, Rule, register, tie
 
 
@@ -40,8 +40,6 @@ class LayerNormRule(Rule):
     op_types = ("LayerNormalization",)
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
-        from spa.graph import attr
-
         c = Coupling()
         x, y = node.input[0], node.output[0]
         rank = ctx.rank(x)
