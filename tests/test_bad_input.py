@@ -237,7 +237,7 @@ def test_unknown_criterion(run_spa: Callable[..., Any], work: Path) -> None:
 
 
 def test_negative_seed_is_user_error(run_spa: Callable[..., Any], work: Path, made: dict[str, Path]) -> None:
-    # Was a numpy ValueError traceback (np.random.default_rng(-1)); fixed in spa/cli.py.
+    # Was a numpy ValueError traceback (np.random.default_rng(-1)); fixed in the CLI.
     snap = Snapshot(work, [work / "m.onnx"])
     assert_user_error(run_spa("prune", "m.onnx", "--criterion", "random", "--seed", "-1", cwd=work),
                       "--seed must be >= 0")
@@ -280,7 +280,7 @@ def test_output_through_symlink_to_input(run_spa: Callable[..., Any], work: Path
 
 
 def test_output_equal_to_from_plan(run_spa: Callable[..., Any], work: Path, made: dict[str, Path]) -> None:
-    # -o onto the plan being replayed would destroy it: the plan is an input too (fixed in spa/cli.py).
+    # -o onto the plan being replayed would destroy it: the plan is an input too (fixed in the CLI).
     shutil.copy(made["plan"], work / "plan.json")
     snap = Snapshot(work, [work / "m.onnx", work / "plan.json"])
     assert_user_error(run_spa("prune", "m.onnx", "--from-plan", "plan.json", "-o", "plan.json", cwd=work),
@@ -294,7 +294,7 @@ def test_output_equal_to_from_plan(run_spa: Callable[..., Any], work: Path, made
     ["-o", "x.onnx", "--plan", "p.json", "--report", "p.json"],
 ], ids=["model=plan", "model=report", "plan=report"])
 def test_two_outputs_same_path(run_spa: Callable[..., Any], args: list[str], work: Path) -> None:
-    # Used to exit 0 with the plan JSON written over the model (a corrupt x.onnx); fixed in spa/cli.py.
+    # Used to exit 0 with the plan JSON written over the model (a corrupt x.onnx); fixed in the CLI.
     snap = Snapshot(work, [work / "m.onnx"])
     assert_user_error(run_spa("prune", "m.onnx", *args, cwd=work), "name the same file")
     snap.assert_unchanged()
@@ -341,7 +341,7 @@ def test_output_folder_refused_by_os(run_spa: Callable[..., Any], work: Path) ->
     snap = Snapshot(work, [work / "m.onnx"])
     assert_user_error(run_spa("prune", "m.onnx", "-o", "/proc/spa-test-out.onnx", cwd=work), "/proc")
     # The model is written first; if the report then cannot be written the model must go too
-    # (it used to be left behind; fixed in spa/cli.py).
+    # (it used to be left behind; fixed in the CLI).
     assert_user_error(run_spa("prune", "m.onnx", "-o", "out.onnx", "--plan", "plan.json",
                               "--report", "/proc/spa-test-report.json", cwd=work), "/proc")
     snap.assert_unchanged()

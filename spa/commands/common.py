@@ -1,0 +1,76 @@
+"""Helpers every subcommand shares: exit codes, option types, common flags, output."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from spa.errors import InvalidArgumentError
+
+log = logging.getLogger("spa")
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY, EXIT_GATE = 0, 1, 2, 3, 4
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="count", default=0, help="less output (-qq: errors only)")
+
+
+def ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def count(text: str) -> int:
+    from spa.gates import parse_count
+
+    try:
+        return parse_count(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def fraction(text: str) -> float:
+    from spa.gates import parse_fraction
+
+    try:
+        return parse_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def progress_bar() -> Callable[[str, int, int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def draw(stage: str, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r{stage:8} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+
+    return draw
+
+
+def emit(args: argparse.Namespace, text: str) -> None:
+    if args.quiet < 1:
+        print(text)
+
+
+def shape(text: str) -> tuple[str, list[int]]:
+    from spa.bench import parse_shape
+
+    try:
+        return parse_shape(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def check_seed(seed: int) -> None:
+    if seed < 0:
+        raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")

@@ -1,0 +1,48 @@
+"""``spa verify``: masked equivalence of a pruned model against its original."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from spa.commands.common import EXIT_OK, add_common, check_seed, emit
+from spa.errors import VerificationError
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check that PRUNED equals ORIGINAL with the plan's removed channels masked to zero.
+
+    Runs both in onnxruntime on the same seeded random inputs; exits 3 on a mismatch. Without
+    --plan the outputs are compared directly.
+    """
+    from spa.api import verify_models
+    from spa.plan import Plan
+
+    check_seed(args.seed)
+    plan = Plan.load(args.plan) if args.plan else None
+    v = verify_models(args.original, args.pruned, plan, seed=args.seed, atol=args.atol, rtol=args.rtol,
+                      device=args.device)
+    if args.json:
+        print(json.dumps(v.to_dict(), indent=1))
+    else:
+        for o in v.outputs:
+            emit(args, f"  {o.name}: max abs diff {o.max_abs:.3g} (output scale {o.scale:.3g}) {'ok' if o.ok else 'MISMATCH'}")
+        emit(args, v.summary())
+    if not v.passed:
+        raise VerificationError(v.summary())
+    return EXIT_OK
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("verify", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p.add_argument("original")
+    p.add_argument("pruned")
+    p.add_argument("--plan", help="the plan that produced PRUNED (without it, outputs are compared as is)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--json", action="store_true")
+    add_common(p)
+    p.set_defaults(func=run)
+    return p
