@@ -141,6 +141,11 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
     o = Path(path)
     parent = o.parent if str(o.parent) else Path(".")
     if not parent.is_dir():
@@ -148,8 +153,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(prefix=".spa-", dir=parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, o)
     except OSError as exc:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from spa.commands import bench, groups, info, prune, verify
+from spa.commands import bench, groups, info, prune, sweep, verify
 
 #: In the order ``spa --help`` lists them.
-COMMANDS = (prune, groups, verify, bench, info)
+COMMANDS = (prune, groups, verify, bench, sweep, info)
