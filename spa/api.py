@@ -102,13 +102,19 @@ def prune(
     prune_norm_axes: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
+    target_latency: float | None = None,
+    target_speedup: float | None = None,
+    threads: int = 0,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
     ``ratio`` removes ``floor(ratio · n)`` units of every prunable group (``global_ranking``
     ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring (a
     compensated plan is compensated again, deterministically). ``stats`` and ``calib``
-    (arrays keyed by input name) configure ``obspa``.
+    (arrays keyed by input name) configure ``obspa``. At most one target replaces ``ratio``:
+    ``target_macs``/``target_params`` (fractions of the original, estimated exactly) or
+    ``target_latency`` (ms)/``target_speedup`` (a factor), measured in onnxruntime on ``device``
+    with ``threads`` intra-op threads (see :mod:`spa.targets`).
     The returned model has passed the full ONNX checker and an onnxruntime run.
     """
     from spa.criteria import get_criterion
@@ -124,6 +130,10 @@ def prune(
         from_plan is None or from_plan.compensated) else None
     if from_plan is None:
         check_ratio(ratio)
+    targets = [t for t in (target_macs, target_params, target_latency, target_speedup) if t is not None]
+    if len(targets) > 1:
+        raise InvalidArgumentError("give one target: --target-macs, --target-params, --target-latency or "
+                                   "--target-speedup")
     if from_plan is not None:
         prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
     a = analyze(model, exclude, progress, prune_norm_axes)
@@ -144,6 +154,15 @@ def prune(
                                global_ranking=global_ranking, round_to=round_to)
             ratio, kept_units = found.ratio, found.kept_units
             target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "estimated": found.achieved}
+        elif target_latency is not None or target_speedup is not None:
+            from spa.targets import find_ratio_for_latency
+
+            found = find_ratio_for_latency(a.model, a.ctx, a.prunable, scores, target_ms=target_latency,
+                                           target_speedup=target_speedup, global_ranking=global_ranking,
+                                           round_to=round_to, device=device, threads=threads, seed=seed)
+            ratio, kept_units = found.ratio, found.kept_units
+            target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "achieved": found.achieved,
+                      **found.details}
         else:
             kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
         crit_name = crit.name
@@ -163,9 +182,11 @@ def prune(
     complete_with_runtime(after_ctx)  # exporter patterns static inference cannot see through
     after = measure(after_ctx)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
-    if target is not None:
+    if target is not None and target["kind"] in ("macs", "params"):
         full = getattr(before, target["kind"])
         report.target = {**target, "achieved": getattr(after, target["kind"]) / max(full, 1)}
+    elif target is not None:
+        report.target = target
     if verify_result:
         v = verify(a.original, pruned, plan, seed=seed, device=device)
         report.verification = {**v.to_dict(), "summary": v.summary()}

@@ -59,3 +59,7 @@ class GateError(SpaError):
 
     exit_code = 4
     prefix = "gate failed"
+
+
+class TargetError(SpaError):
+    """A pruning target (``--target-latency``, ``--target-speedup``) cannot be met."""

@@ -130,8 +130,13 @@ def _gate_value(name: str, v: float | None) -> str:
 
 def _settings(report: Mapping[str, Any]) -> list[str]:
     t = report.get("target")
-    how = (f"target {t['kind']} ≤ {t['target']:.1%} → ratio {t['ratio']:.3f}" if t
-           else f"ratio {report.get('ratio', 0):g}")
+    if t and t["kind"] == "latency":
+        how = f"target latency ≤ {t['target']:g} ms → ratio {t['ratio']:.3f} ({t['measured_ms']:.3f} ms measured)"
+    elif t and t["kind"] == "speedup":
+        how = f"target speedup ≥ {t['target']:g}x → ratio {t['ratio']:.3f} ({t['measured_speedup']:.2f}x measured)"
+    else:
+        how = (f"target {t['kind']} ≤ {t['target']:.1%} → ratio {t['ratio']:.3f}" if t
+               else f"ratio {report.get('ratio', 0):g}")
     parts = [f"criterion `{report.get('criterion')}`", how]
     out = report.get("output")
     parts.append(f"output {_code(out)}" if out else "no model written")

@@ -64,14 +64,23 @@ class Report:
         if len(self.blocked) > 10:
             lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
         if self.target is not None:
-            t = self.target
-            lines.append(f"target: {t['kind']} <= {t['target']:.1%} of the original -> ratio {t['ratio']:.3f}, "
-                         f"achieved {t['achieved']:.1%}")
+            lines.append(target_line(self.target))
         if self.verification is not None:
             lines.append(str(self.verification.get("summary", "")))
         total = sum(self.seconds.values())
         lines.append(f"time: {total:.2f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()) + ")")
         return "\n".join(lines)
+
+
+def target_line(t: dict[str, Any]) -> str:
+    """The console line for a pruning target: what was asked, the ratio found, what was achieved."""
+    if t["kind"] in ("latency", "speedup"):
+        asked = f"latency <= {t['target']:g} ms" if t["kind"] == "latency" else f"speedup >= {t['target']:g}x"
+        return (f"target: {asked} -> ratio {t['ratio']:.3f}, measured {t['measured_ms']:.3f} ms against "
+                f"{t['baseline_ms']:.3f} ms for the original ({t['measured_speedup']:.2f}x, ideal "
+                f"{t['ideal_speedup']:.2f}x; {len(t['trials'])} candidate{'s' * (len(t['trials']) != 1)} timed, {t['runs']} runs each)")
+    return (f"target: {t['kind']} <= {t['target']:.1%} of the original -> ratio {t['ratio']:.3f}, "
+            f"achieved {t['achieved']:.1%}")
 
 
 def _fmt(n: int) -> str:

@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
                    verify_result=args.verify, device=args.device, progress=progress_bar(),
                    stats=args.stats, calib=calib, prune_norm_axes=args.prune_norm_axes,
-                   target_macs=args.target_macs, target_params=args.target_params)
+                   target_macs=args.target_macs, target_params=args.target_params,
+                   target_latency=args.target_latency, target_speedup=args.target_speedup, threads=args.threads)
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -107,6 +108,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="find the ratio that leaves at most F (a fraction) of the original MACs; overrides --ratio")
     p.add_argument("--target-params", type=ratio, metavar="F",
                    help="find the ratio that leaves at most F (a fraction) of the original parameters")
+    p.add_argument("--target-latency", type=ratio, metavar="MS",
+                   help="find the smallest ratio whose pruned model measures at most MS milliseconds (median, "
+                        "onnxruntime on --device with --threads); a bisection that times each candidate")
+    p.add_argument("--target-speedup", type=ratio, metavar="X",
+                   help="find the smallest ratio whose pruned model runs X times faster than the original (measured)")
     p.add_argument("--prune-norm-axes", action="store_true",
                    help="also prune groups a LayerNorm normalises over (approximate: verify reports drift)")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy")
@@ -119,7 +125,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"also time the original and the pruned model in onnxruntime ({PRUNE_BENCH_WARMUP} warm-up + "
                         f"{PRUNE_BENCH_RUNS} runs each, same inputs) and report measured vs ideal (MACs) speedup")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="intra-op threads for --bench (default 0: onnxruntime's choice, one per physical core)")
+                   help="intra-op threads for --bench and --target-latency/--target-speedup "
+                        "(default 0: onnxruntime's choice, one per physical core)")
     _add_gates(p)
     add_common(p)
     p.set_defaults(func=run)
