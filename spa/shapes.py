@@ -67,8 +67,10 @@ def _holes(ctx: ModelContext) -> list[str]:
     """Tensor outputs whose rank or a non-batch size is unknown."""
     out = []
     for node in ctx.model.graph.node:
-        if node.op_type in _SEQUENCE_OUTPUTS or node.domain not in ("", "ai.onnx"):
-            continue  # a sequence is not a tensor: it cannot be a graph output with a shape
+        if node.op_type in _SEQUENCE_OUTPUTS or node.domain not in ("", "ai.onnx", "com.microsoft"):
+            # A sequence is not a tensor: it cannot be a graph output with a shape. onnxruntime's
+            # contrib ops (com.microsoft) are tensors that ONNX shape inference cannot see.
+            continue
         for o in node.output:
             s = ctx.shapes.get(o)
             if o and (s is None or None in s[1:]) and not ctx.is_constant(o):

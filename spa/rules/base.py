@@ -75,6 +75,8 @@ class Rule:
     """Base class of the per-op-type coupling rules (see module docstring)."""
 
     op_types: ClassVar[tuple[str, ...]] = ()
+    #: The domain of ``op_types``: "" is the default ONNX domain (nodes may also say "ai.onnx").
+    domain: ClassVar[str] = ""
 
     def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
         """Spaces where this node *creates* channels (e.g. a Conv weight's output axis)."""
@@ -125,21 +127,25 @@ class RewriteSink:
 _REGISTRY: dict[str, Rule] = {}
 
 
+def _key(domain: str, op_type: str) -> str:
+    """Registry key: the op type in the default domain, ``domain::OpType`` in any other."""
+    return op_type if domain in ("", "ai.onnx") else f"{domain}::{op_type}"
+
+
 def register(rule_cls: type[Rule]) -> type[Rule]:
-    """Class decorator: register one instance of ``rule_cls`` for each of its op types."""
+    """Class decorator: register one instance of ``rule_cls`` for each of its op types (in its domain)."""
     inst = rule_cls()
     for op in rule_cls.op_types:
-        if op in _REGISTRY:
-            raise ValueError(f"two rules for op type {op}")
-        _REGISTRY[op] = inst
+        key = _key(rule_cls.domain, op)
+        if key in _REGISTRY:
+            raise ValueError(f"two rules for op type {key}")
+        _REGISTRY[key] = inst
     return rule_cls
 
 
 def rule_for(node: onnx.NodeProto) -> Rule | None:
-    """The rule for ``node``, or None. Only the default ONNX domain is covered."""
-    if node.domain not in ("", "ai.onnx"):
-        return None
-    return _REGISTRY.get(node.op_type)
+    """The rule for ``node``'s domain and op type, or None (``com.microsoft::Attention`` is not ``Attention``)."""
+    return _REGISTRY.get(_key(node.domain, node.op_type))
 
 
 def registered_op_types() -> list[str]:
