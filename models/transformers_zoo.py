@@ -11,8 +11,8 @@ seeded random weights; nothing is downloaded. Each one is exported twice, like
 * ``NAME.ts.onnx``: TorchScript exporter, ``dynamo=False``, opset 17, ``do_constant_folding=False``;
 * ``NAME.dynamo.onnx``: dynamo exporter, ``optimize=False``, ``external_data=False``, its default opset.
 
-Both have a dynamic batch and, for token models, a dynamic sequence length. For ``hf_bert`` and
-``hf_gpt2`` an onnxruntime-optimised variant ``NAME.ortopt.onnx`` is also written: the
+Both have a dynamic batch and, for token models, a dynamic sequence length. For ``hf_bert``,
+``hf_gpt2`` and ``hf_vit`` an onnxruntime-optimised variant ``NAME.ortopt.onnx`` is also written: the
 ``onnxruntime.transformers.optimizer`` fusions (``opt_level=1``, portable) applied to a TorchScript
 export of the same weights with *eager* attention, which is the pattern those fusions match; they
 introduce ``com.microsoft`` ops (Attention, EmbedLayerNormalization, SkipLayerNormalization,
@@ -98,7 +98,7 @@ SPECS: dict[str, HFSpec] = {
                | {"image_size": IMAGE[1], "patch_size": 8, "num_channels": IMAGE[0], "num_labels": 10},
                ("pixel_values",),
                "pre-norm encoder: 8x8 patch Conv, class token (Concat on the sequence axis), learned "
-               "position embedding, 4-head self-attention, GELU MLP, classifier on the class token"),
+               "position embedding, 4-head self-attention, GELU MLP, classifier on the class token", ortopt="vit"),
     )
 }
 

@@ -1,7 +1,7 @@
 """The Hugging Face ``transformers`` zoo (``models/zoo/hf``), pruned with l1 at ratios 0.3 and 0.6.
 
 Every committed file (BERT, GPT-2, LLaMA, Qwen2, ViT from both torch exporters, and the
-onnxruntime-fused BERT and GPT-2) must prune without a crash into a model that passes the full
+onnxruntime-fused BERT, GPT-2 and ViT) must prune without a crash into a model that passes the full
 checker, runs in onnxruntime on valid inputs (token ids below the vocabulary size, a padded
 attention-mask row, sequence length 5 on the dynamic axis), keeps its output shapes and computes
 what the original computes with the removed channels zeroed. Groups SPA cannot prune must be
@@ -48,6 +48,7 @@ MIN_MACS_REMOVED: dict[str, dict[float, float]] = {
     "hf_qwen2.dynamo.onnx": {0.3: 0.18, 0.6: 0.51},
     "hf_vit.ts.onnx": {0.3: 0.23, 0.6: 0.46},
     "hf_vit.dynamo.onnx": {0.3: 0.23, 0.6: 0.46},
+    "hf_vit.ortopt.onnx": {0.3: 0.23, 0.6: 0.46},
 }
 
 
