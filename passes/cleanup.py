@@ -42,11 +42,10 @@ class CleanupPass(Pass):
                 g.node.remove(n)
             modified = True
         used = _used_names(g) | {o.name for o in g.output} | {i.name for i in g.input}
-        keep = [t for t in g.initializer if t.name in used]
-        modified |= len(keep) != len(g.initializer)
-        if modified:
-            del g.initializer[:]
-            g.initializer.extend(keep)
+        # Deleted in place, last first: rebuilding the list would copy every kept weight.
+        for k in reversed([k for k, t in enumerate(g.initializer) if t.name not in used]):
+            del g.initializer[k]
+            modified = True
         order = _toposort(g)
         if order != list(range(len(g.node))):
             nodes = [g.node[i] for i in order]

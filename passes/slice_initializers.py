@@ -46,17 +46,22 @@ class SliceInitializersPass(Pass):
         modified = False
         for name, entries in self.by_tensor.items():
             proto = tensors[name]
-            arr = numpy_helper.to_array(proto)
-            changed = False
-            for e in entries:
-                n = arr.shape[e.axis]
+            dims = [int(d) for d in proto.dims]
+            todo = []
+            for e in entries:  # sizes are read from dims: a tensor already sliced is not decoded again
+                n = dims[e.axis]
                 if n == len(e.keep):
                     continue
                 if n != e.size:
                     raise PassError(f"'{name}' axis {e.axis} has size {n}, expected {e.size} or {len(e.keep)}")
+                dims[e.axis] = len(e.keep)
+                todo.append(e)
+            if not todo:
+                continue
+            arr = numpy_helper.to_array(proto)
+            for e in todo:
                 arr = np.take(arr, np.asarray(e.keep, dtype=np.int64), axis=e.axis)
-                changed = True
-            if changed:
-                proto.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
-                modified = True
+            proto.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+            del arr  # one tensor at a time: the old data is freed as the new one replaces it
+            modified = True
         return PassResult(model, modified)

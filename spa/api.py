@@ -41,7 +41,9 @@ class Analysis:
     """A model indexed and split into groups. ``model`` is SPA's private working copy."""
 
     source: str
-    original: onnx.ModelProto
+    #: The model as given; None when it was loaded from ``source`` and is worked on in place
+    #: (``analyze(path, in_place=True)``): reload it from there.
+    original: onnx.ModelProto | None
     model: onnx.ModelProto
     ctx: ModelContext
     coupling: CouplingGraph
@@ -66,15 +68,19 @@ def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
 
 
 def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None,
-            prune_norm_axes: bool = False) -> Analysis:
+            prune_norm_axes: bool = False, *, in_place: bool = False) -> Analysis:
     """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed).
 
     Groups that reach a normalisation over their axis (LayerNorm) are blocked unless
-    ``prune_norm_axes``: pruning them is approximate.
+    ``prune_norm_axes``: pruning them is approximate. With ``in_place`` and a path, the loaded
+    model is the working copy (``original`` is None): no second copy of the weights is made.
     """
     original, source = _load(model)
-    work = onnx.ModelProto()
-    work.CopyFrom(original)
+    if in_place and not isinstance(model, onnx.ModelProto):
+        work, original = original, None
+    else:
+        work = onnx.ModelProto()
+        work.CopyFrom(original)
     ctx = ModelContext.build(work, infer_shapes(work))
     complete_with_runtime(ctx)
     cg = build_coupling(ctx, progress)
@@ -136,7 +142,8 @@ def prune(
                                    "--target-speedup")
     if from_plan is not None:
         prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
-    a = analyze(model, exclude, progress, prune_norm_axes)
+    # A model SPA loads itself is pruned in place: a second copy of its weights is never made.
+    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True)
     before = measure(a.ctx)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if crit is not None:
@@ -176,7 +183,7 @@ def prune(
                      compensated=compensation is not None)
     kept = kept_spaces(a.groups, kept_units)
     pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
-    check_valid(pruned, a.original, device)
+    check_valid(pruned, a.original if a.original is not None else a.source, device)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
     complete_with_runtime(after_ctx)  # exporter patterns static inference cannot see through
@@ -188,7 +195,8 @@ def prune(
     elif target is not None:
         report.target = target
     if verify_result:
-        v = verify(a.original, pruned, plan, seed=seed, device=device)
+        original = a.original if a.original is not None else load_model(a.source)
+        v = verify(original, pruned, plan, seed=seed, device=device)
         report.verification = {**v.to_dict(), "summary": v.summary()}
     t4 = time.perf_counter()
     report.seconds = {"analyze": t1 - t0, "score": t2 - t1, "rewrite": t3 - t2, "measure": t4 - t3}

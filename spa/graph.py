@@ -21,6 +21,11 @@ Space = tuple[str, int]
 
 Shape = tuple[int | None, ...]
 
+#: Decoded stored tensors are cached up to this many bytes in all (see :meth:`ModelContext.array`);
+#: arrays up to ``_SMALL_ARRAY_BYTES`` (shape constants, biases) are always cached.
+ARRAY_CACHE_BYTES = 512 << 20
+_SMALL_ARRAY_BYTES = 1 << 20
+
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 
 FLOAT_TYPES = {
@@ -120,21 +125,29 @@ class ModelContext:
         return name in self.initializers or name in self.constant_nodes or name in self.views
 
     def array(self, name: str) -> np.ndarray:
-        """The value of an initializer or Constant output (cached, read-only)."""
+        """The value of an initializer or Constant output (read-only).
+
+        Decoded arrays are cached until they add up to :data:`ARRAY_CACHE_BYTES`; beyond that,
+        only small ones are. A decoded array is a copy of the protobuf's bytes, so caching every
+        weight of a large model would hold its weights twice.
+        """
         if name in self.views:
             return self.array(self.views[name])
-        if name not in self._arrays:
-            if name in self.initializers:
-                arr = numpy_helper.to_array(self.initializers[name])
-            elif name in self.constant_nodes:
-                t = _constant_tensor(self.constant_nodes[name])
-                assert t is not None
-                arr = numpy_helper.to_array(t)
-            else:
-                raise KeyError(name)
-            arr.setflags(write=False)
+        if name in self._arrays:
+            return self._arrays[name]
+        if name in self.initializers:
+            arr = numpy_helper.to_array(self.initializers[name])
+        elif name in self.constant_nodes:
+            t = _constant_tensor(self.constant_nodes[name])
+            assert t is not None
+            arr = numpy_helper.to_array(t)
+        else:
+            raise KeyError(name)
+        arr.setflags(write=False)
+        cached = sum(a.nbytes for a in self._arrays.values()) if arr.nbytes > _SMALL_ARRAY_BYTES else 0
+        if arr.nbytes <= _SMALL_ARRAY_BYTES or cached + arr.nbytes <= ARRAY_CACHE_BYTES:
             self._arrays[name] = arr
-        return self._arrays[name]
+        return arr
 
     def is_constant(self, name: str) -> bool:
         """True when ``name`` is computed from stored tensors only (no graph input reaches it)."""

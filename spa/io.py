@@ -10,6 +10,7 @@ from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
 from spa.errors import ModelLoadError, OutputError, UnsupportedModelError
 
@@ -18,6 +19,10 @@ log = logging.getLogger(__name__)
 MIN_OPSET = 11
 # Protobuf cannot serialise a message over 2 GiB; above this we always use external data.
 _EXTERNAL_DATA_THRESHOLD = 1 << 30
+# With external data, tensors over this many bytes go to the data file (as onnx does by default).
+_EXTERNAL_TENSOR_BYTES = 1024
+# Offsets of external tensors are multiples of this (a page), so onnxruntime can map them.
+_ALIGN = 4096
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -28,8 +33,10 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 0
 
 
-def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Read and validate an ONNX file, external data included.
+def load_model(path: str | os.PathLike[str], external_data: bool = True) -> onnx.ModelProto:
+    """Read and validate an ONNX file, external data included (unless ``external_data`` is False:
+    then tensors stored outside the file keep their references, and only the existence of the
+    files they name is checked).
 
     Refuses (with :class:`ModelLoadError`) a missing, empty, truncated or non-ONNX file, and
     (with :class:`UnsupportedModelError`) a default-domain opset older than 11.
@@ -42,7 +49,9 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
     if p.stat().st_size == 0:
         raise ModelLoadError(f"{p}: file is empty, expected an ONNX model")
     try:
-        model = onnx.load(str(p), load_external_data=True)
+        model = onnx.load(str(p), load_external_data=external_data)
+        if not external_data:
+            _check_external_files(model, p)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
         raise ModelLoadError(f"{p}: not a valid ONNX file (protobuf decode failed: {exc})") from None
     except onnx.checker.ValidationError as exc:  # raised for missing/invalid external data
@@ -53,6 +62,24 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise ModelLoadError(f"{p}: cannot read: {exc}") from None
     check_is_model(model, str(p))
     return model
+
+
+def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
+    """Raise FileNotFoundError when a file that external tensors name is missing; load the data
+    of small external tensors (up to 1024 elements: shape constants, biases), which checks and
+    shape inference read, as :func:`spa.shapes.weightless` keeps them."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    names = {e.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+             for e in t.external_data if e.key == "location"}
+    for name in names:
+        if not (path.parent / name).is_file():
+            raise FileNotFoundError(2, "No such file", str(path.parent / name))
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL and _elements(t) <= 1024:
+            load_external_data_for_tensor(t, str(path.parent))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
 
 
 def check_is_model(model: onnx.ModelProto, where: str = "model") -> None:
@@ -101,8 +128,9 @@ def check_output_path(out: str | os.PathLike[str], *inputs: str | os.PathLike[st
 def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
     """Write ``model`` atomically: to a temporary folder beside ``out``, then rename.
 
-    Models over 1 GiB are written with their tensors in ``<out name>.data`` beside the model.
-    A failure leaves no partial file behind.
+    Models over 1 GiB are written with their tensors in ``<out name>.data`` beside the model and
+    checked by path with ``onnx.checker.check_model(full_check=True)``. Either way tensors are
+    written one at a time, never the whole model at once. A failure leaves no partial file behind.
     """
     o = Path(out)
     parent = o.parent if str(o.parent) else Path(".")
@@ -115,20 +143,11 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
         tmp_model = Path(tmpdir) / o.name
         data_name = o.name + ".data"
         if big:
-            # save_model moves tensors out of the message it is given: save a copy.
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
-            onnx.save_model(
-                copy,
-                str(tmp_model),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
+            write_external(model, tmp_model, data_name)
+            _check_written(tmp_model)
             os.replace(Path(tmpdir) / data_name, parent / data_name)
         else:
-            tmp_model.write_bytes(model.SerializeToString())
+            write_inline(model, tmp_model)
         os.replace(tmp_model, o)
     except OSError as exc:
         raise OutputError(f"{o}: cannot write: {exc}") from None
@@ -137,6 +156,136 @@ def save_model(model: onnx.ModelProto, out: str | os.PathLike[str]) -> Path:
             shutil.rmtree(tmpdir, ignore_errors=True)
     log.debug("wrote %s%s", o, " (+ external data)" if big else "")
     return o
+
+
+def write_inline(model: onnx.ModelProto, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` to one file, serializing one initializer at a time.
+
+    The file is the model without its initializers, followed by one ``graph`` record per
+    initializer. Protobuf merges repeated records of a message field, so this parses to exactly
+    ``model`` (same bytes when re-serialized), while ``SerializeToString`` of a large model would
+    hold its whole encoding, and more, in memory at once.
+    """
+    graph_tag = _tag(onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number)
+    init_tag = _tag(onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number)
+    with open(path, "wb") as f:
+        f.write(_without_initializers(model).SerializeToString())
+        for t in model.graph.initializer:
+            data = t.SerializeToString()
+            inner = init_tag + _varint(len(data))
+            f.write(graph_tag + _varint(len(inner) + len(data)) + inner)
+            f.write(data)
+            del data
+
+
+def _tag(field_number: int) -> bytes:
+    return _varint(field_number << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _check_written(path: Path) -> None:
+    """The full checker on a written file (by path: external data and > 2 GiB allowed)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutputError(f"the model written to {path.name} fails onnx.checker ({first}); nothing was written") \
+            from None
+
+
+def write_external(model: onnx.ModelProto, path: str | os.PathLike[str], data_name: str,
+                   threshold: int = _EXTERNAL_TENSOR_BYTES) -> None:
+    """Write ``model`` to ``path`` with every initializer over ``threshold`` bytes in ``data_name``
+    (a file in the same folder), without copying the model.
+
+    Tensors are streamed one at a time to page-aligned offsets (onnxruntime can map them), then
+    a light copy of the model, whose initializers are references into the data file, is written.
+    ``model`` is not changed; memory use stays at one tensor beyond the model itself (onnx's own
+    ``save_model(save_as_external_data=True)`` rewrites the message it is given, so it needs a
+    whole copy). Constant-node attributes stay inline. Refuses (OutputError) a tensor whose data
+    is itself external and not loaded.
+    """
+    p = Path(path)
+    refs: list[onnx.TensorProto] = []
+    with open(p.with_name(data_name), "wb") as f:
+        for t in model.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                raise OutputError(f"{p}: initializer '{t.name}' has external data that was not loaded")
+            if t.data_type == onnx.TensorProto.STRING:
+                refs.append(t)  # strings have no raw byte form
+                continue
+            data = t.raw_data if t.HasField("raw_data") else None
+            if data is None and _elements(t) * _itemsize(t) <= threshold:
+                refs.append(t)
+                continue
+            if data is None:
+                data = numpy_helper.to_array(t).astype(_little_endian(t), copy=False).tobytes()
+            if len(data) <= threshold:
+                refs.append(t)
+                continue
+            offset = f.tell()
+            pad = -offset % _ALIGN
+            if pad:
+                f.write(b"\0" * pad)
+                offset += pad
+            f.write(data)
+            ref = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims, doc_string=t.doc_string,
+                                   data_location=onnx.TensorProto.EXTERNAL)
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(data)))):
+                ref.external_data.add(key=key, value=value)
+            refs.append(ref)
+            del data
+    light = _without_initializers(model)
+    light.graph.initializer.extend(refs)
+    p.write_bytes(light.SerializeToString())
+
+
+def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every field but ``graph.initializer``."""
+    light = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(light, fd, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(light.graph, fd, value)
+    return light
+
+
+def _copy_field(dst: object, fd: object, value: object) -> None:
+    name = fd.name  # type: ignore[attr-defined]
+    if hasattr(value, "CopyFrom"):  # a message
+        getattr(dst, name).CopyFrom(value)
+    elif hasattr(value, "extend") and not isinstance(value, (str, bytes)):  # a repeated field
+        getattr(dst, name).extend(value)
+    else:
+        setattr(dst, name, value)
+
+
+def _elements(t: onnx.TensorProto) -> int:
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    return n
+
+
+def _itemsize(t: onnx.TensorProto) -> int:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 1
+
+
+def _little_endian(t: onnx.TensorProto) -> object:
+    return onnx.helper.tensor_dtype_to_np_dtype(t.data_type).newbyteorder("<")
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

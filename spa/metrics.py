@@ -84,9 +84,18 @@ def serialized_size(model: onnx.ModelProto) -> int:
     return weightless(model).ByteSize() + payload
 
 
+#: Bytes per element of types whose raw data is exactly elements x size (not packed 4-bit ones).
+_RAW_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
+                 onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT64: 8, onnx.TensorProto.INT32: 4,
+                 onnx.TensorProto.INT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
+                 onnx.TensorProto.BOOL: 1}
+
+
 def _tensor_bytes(t: onnx.TensorProto) -> int:
-    if t.raw_data:
-        return len(t.raw_data)
+    if t.HasField("raw_data"):
+        itemsize = _RAW_ITEMSIZE.get(t.data_type)
+        # Reading raw_data to take its length would copy the tensor's bytes.
+        return int(np.prod(t.dims, dtype=np.int64)) * itemsize if itemsize else len(t.raw_data)
     for loc in t.external_data:
         if loc.key == "length":
             return int(loc.value)

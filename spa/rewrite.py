@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 
 from spa.errors import RewriteError, SpaError
@@ -27,6 +28,9 @@ from spa.plan import Plan
 
 log = logging.getLogger(__name__)
 
+#: Sliced tensors up to this many elements keep their original value in the context's cache.
+SNAPSHOT_ELEMENTS = 1 << 18
+
 
 def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict[Space, object],
                compensation: object | None = None) -> onnx.ModelProto:
@@ -35,7 +39,11 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
     ``compensation`` (from a compensating criterion) is written before slicing.
     """
     for s in plan.slices:
-        ctx.array(s.initializer)  # snapshot originals before the slice pass replaces them
+        # Snapshot small originals (shape arithmetic may read them) before the slice pass replaces
+        # them; large weights are not read back, and decoding them only to cache them costs memory.
+        shape = ctx.shape(s.initializer)
+        if shape is not None and int(np.prod([d or 1 for d in shape], dtype=np.int64)) <= SNAPSHOT_ELEMENTS:
+            ctx.array(s.initializer)
     resized = _downstream(ctx, {t for t, _ in kept})  # weights too: some exporters keep their value_info
     comp_passes = []
     if compensation is not None:
@@ -66,13 +74,30 @@ def _downstream(ctx: ModelContext, tensors: set[str]) -> set[str]:
     return out
 
 
-def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str = "cpu") -> None:
-    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime."""
+#: Models whose serialized size is over this are checked without copying their weights (see
+#: :func:`check_valid`); a protobuf message cannot exceed 2 GiB anyway.
+LARGE_MODEL_BYTES = 256 << 20
+
+
+def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu") -> None:
+    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime.
+
+    ``original`` (a model, a path, or None when it is no longer at hand) is only consulted when
+    the pruned model fails the checker: if the original fails it too, only the structure is
+    checked. Serializing a model for the checker and onnxruntime copies its weights two or three
+    times; models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead (see
+    :func:`_check_large`).
+    """
+    from spa.metrics import serialized_size
+
+    if serialized_size(pruned) > LARGE_MODEL_BYTES:
+        _check_large(pruned, original, device)
+        return
     data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     try:
         onnx.checker.check_model(data, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        if _passes_full_check(original):
+        if original is None or _passes_full_check(original):
             raise RewriteError(
                 f"the pruned model fails onnx.checker ({_first_line(exc)}); nothing was written. "
                 "This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -92,8 +117,45 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto, device: str 
         ) from None
 
 
-def _passes_full_check(model: onnx.ModelProto) -> bool:
+def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
+    """:func:`check_valid` without a copy of the weights: the checker and onnxruntime see the
+    model with its large float weights as typed inputs (fed zeros in onnxruntime, see
+    :class:`~spa.shapes.ShapeProbe`). What this leaves out, the per-tensor checks of those
+    weights' data, holds by construction (they are the input's tensors, or numpy slices of them)
+    and is checked again on the file when :func:`spa.io.save_model` writes it."""
+    from spa.runtime import random_inputs, run
+    from spa.shapes import ShapeProbe, weightless
+
     try:
+        onnx.checker.check_model(weightless(pruned), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        if original is None or _passes_full_check(original):
+            raise RewriteError(
+                f"the pruned model fails onnx.checker ({_first_line(exc)}); nothing was written. "
+                "This is a bug in SPA: please report it; --exclude can skip the offending layer"
+            ) from None
+        log.warning("the input model itself fails the full onnx check; checked structure only")
+        onnx.checker.check_model(weightless(pruned), full_check=False)
+    try:
+        run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0))  # type: ignore[arg-type]
+    except SpaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        raise RewriteError(
+            f"the pruned model does not run in onnxruntime ({_first_line(exc)}); nothing was written. "
+            "This is a bug in SPA: please report it; --exclude can skip the offending layer"
+        ) from None
+
+
+def _passes_full_check(model: onnx.ModelProto | str) -> bool:
+    """Whether ``model`` (a ModelProto or a path) passes the full checker; a model too large to
+    serialize is judged by its weightless copy (the checks that need weights are per tensor)."""
+    from spa.metrics import serialized_size
+    from spa.shapes import weightless
+
+    try:
+        if isinstance(model, onnx.ModelProto) and serialized_size(model) > LARGE_MODEL_BYTES:
+            model = weightless(model)
         onnx.checker.check_model(model, full_check=True)
     except Exception:  # noqa: BLE001
         return False

@@ -9,21 +9,26 @@ outputs: a size that is the same in both runs is static, one that differs stays 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
 
-from spa.graph import ModelContext
-from spa.runtime import input_specs, probe_session, random_inputs, run
+from spa.graph import FLOAT_TYPES, ModelContext
+from spa.runtime import input_specs, make_session, random_inputs, run
 
 log = logging.getLogger(__name__)
 
 # Beyond this many elements of float weights, a model is not run just to complete its shapes.
-_MAX_PARAMS_FOR_RUN = 200_000_000
+# The run reads no weights (see ShapeProbe), so only its arithmetic grows with the model.
+_MAX_PARAMS_FOR_RUN = 20_000_000_000
 
 
-def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto:
-    """A copy of ``model`` whose initializers over ``threshold`` elements became typed inputs.
+def weightless(model: onnx.ModelProto, threshold: int = 1024,
+               keep: Callable[[onnx.TensorProto], bool] | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` whose initializers over ``threshold`` elements became typed inputs
+    (except those ``keep`` accepts).
 
     Shape inference and the structural checker only need the types and shapes of large weights;
     copying and serialising their bytes dominates their cost on large models.
@@ -42,11 +47,42 @@ def weightless(model: onnx.ModelProto, threshold: int = 1024) -> onnx.ModelProto
     lg.value_info.extend(g.value_info)
     declared = {i.name for i in g.input}
     for t in g.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) <= threshold:
+        if int(np.prod(t.dims, dtype=np.int64)) <= threshold or (keep is not None and keep(t)):
             lg.initializer.append(t)
         elif t.name not in declared:
             lg.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     return light
+
+
+#: Float weights a shape probe feeds as zeros instead of storing (numpy and onnxruntime share them).
+_ZERO_FED = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+             onnx.TensorProto.FLOAT16: np.float16}
+
+
+class ShapeProbe:
+    """An onnxruntime session that runs ``model`` only to see the shapes of ``tensors``.
+
+    Float initializers over 1024 elements become graph inputs fed with zeros: no shape in a
+    model depends on float weight values (only ``NonZero`` of a weight would), and the zeros are
+    never written, so the OS backs them with its shared zero page. Neither the weights nor their
+    copies are serialized or held, which keeps shape probing of a multi-GB model at the cost of
+    its arithmetic at tiny input sizes. ``run`` takes the same feeds as a session of ``model``.
+    """
+
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], device: str = "cpu") -> None:
+        light = weightless(model, keep=lambda t: t.data_type not in _ZERO_FED)
+        existing = {o.name for o in light.graph.output}
+        light.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
+        self.session = make_session(light, device)
+        stored = {t.name: t for t in model.graph.initializer}
+        self.zeros = {i.name: np.zeros([int(d) for d in stored[i.name].dims], _ZERO_FED[stored[i.name].data_type])
+                      for i in self.session.get_inputs() if i.name in stored}
+
+    def get_outputs(self) -> list[Any]:
+        return self.session.get_outputs()
+
+    def run(self, names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[Any]:
+        return self.session.run(names, {**feeds, **self.zeros})
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -83,7 +119,7 @@ def complete_with_runtime(ctx: ModelContext) -> int:
     holes = _holes(ctx)
     if not holes:
         return 0
-    size = sum(a.size for a in map(ctx.array, ctx.initializers) if a.dtype.kind == "f")
+    size = sum(int(np.prod(t.dims, dtype=np.int64)) for t in ctx.initializers.values() if t.data_type in FLOAT_TYPES)
     if size > _MAX_PARAMS_FOR_RUN:
         log.info("%d tensor shapes unknown; model too large to run just for shapes", len(holes))
         return 0
@@ -91,7 +127,7 @@ def complete_with_runtime(ctx: ModelContext) -> int:
         log.info("%d tensor shapes unknown; inputs have dynamic non-batch sizes, so not running the model", len(holes))
         return 0
     try:
-        sess = probe_session(ctx.model, holes)
+        sess = ShapeProbe(ctx.model, holes)
         runs = [run(sess, random_inputs(ctx.model, seed=0, batch=b)) for b in (1, 2)]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])

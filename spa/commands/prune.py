@@ -37,11 +37,12 @@ def run(args: argparse.Namespace) -> int:
     if args.min_speedup is not None:
         args.bench = True
     out = None if args.dry_run else Path(args.output) if args.output else default_output_path(args.model)
-    model = load_model(args.model)
+    model = load_model(args.model, external_data=False)  # for its inputs; the weights are read by prune
     _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
     calib, eval_data = _side_inputs(args, model)
-    result = prune(model, args.ratio, args.criterion, global_ranking=args.global_ranking,
+    del model  # prune loads the file and prunes it in place: this copy would double the weights in memory
+    result = prune(args.model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
                    verify_result=args.verify, device=args.device, progress=progress_bar(),
                    stats=args.stats, calib=calib, prune_norm_axes=args.prune_norm_axes,
@@ -59,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
     if result.report.verification is not None and not result.report.verification["passed"]:
         emit(args, result.report.table())
         raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
-    bench = _prune_bench(args, model, result.model, out) if args.bench else None
+    bench = _prune_bench(args, result.model, out) if args.bench else None
     if bench is not None:
         result.report.seconds["bench"] = bench.pop("seconds")
     report_dict = result.report.to_dict()
     if bench is not None:
         report_dict["bench"] = bench
-    gates = _run_gates(args, spec, model, result, bench, calib, eval_data, report_dict)
+    gates = _run_gates(args, spec, args.model, result, bench, calib, eval_data, report_dict)
     report_dict["output"] = None
     report_dict["config"] = getattr(args, "config_file", None)
     report_dict["command"] = getattr(args, "command_line", None)
@@ -220,10 +221,16 @@ def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_di
 def _run_gates(args: argparse.Namespace, spec: Any, model: Any, result: Any, bench: dict[str, Any] | None,
                calib: dict[str, Any] | None, eval_data: dict[str, Any] | None,
                report_dict: dict[str, Any]) -> list[Any]:
-    """Measure what the gates need (drift, accuracy), record it in ``report_dict``, evaluate the gates."""
+    """Measure what the gates need (drift, accuracy), record it in ``report_dict``, evaluate the gates.
+
+    ``model`` is the original's path; it is loaded only when drift or accuracy is measured."""
     from spa.gates import LABELS_KEY, accuracy, evaluate, gates_to_dicts, measure_drift
 
     t0 = time.perf_counter()
+    if spec.max_drift is not None or eval_data is not None:
+        from spa.io import load_model
+
+        model = load_model(model)
     drift = None
     if spec.max_drift is not None:
         drift = measure_drift(model, result.model, seed=args.seed, device=args.device, calib=calib,
@@ -285,14 +292,14 @@ def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: 
     return written
 
 
-def _prune_bench(args: argparse.Namespace, original: Any, pruned: Any, out: Path | None) -> dict[str, Any]:
-    """Time the original and the pruned model on the same inputs and settings (``--bench``)."""
+def _prune_bench(args: argparse.Namespace, pruned: Any, out: Path | None) -> dict[str, Any]:
+    """Time the original (``args.model``) and the pruned model on the same inputs and settings (``--bench``)."""
     from spa.bench import bench_models, prune_bench, resolve_shapes
     from spa.runtime import random_inputs
 
     t0 = time.perf_counter()
-    shapes, _ = resolve_shapes(original, where=args.model)
-    feeds = random_inputs(original, seed=args.seed, shapes=shapes)  # the pruned model has the same inputs
+    shapes, _ = resolve_shapes(pruned, where=args.model)  # the pruned model has the original's inputs
+    feeds = random_inputs(pruned, seed=args.seed, shapes=shapes)
     kw: dict[str, Any] = {"device": args.device, "threads": args.threads, "warmup": PRUNE_BENCH_WARMUP,
                           "runs": PRUNE_BENCH_RUNS, "inputs": feeds}
     before, after = bench_models([args.model, pruned], names=[args.model, str(out) if out else "pruned"], **kw)
