@@ -28,4 +28,5 @@ class RewriteShapeConstantsPass(Pass):
             rule = rule_for(node)
             if rule is not None and rule.rewrite_constants(node, self.ctx, self.kept, sink):
                 modified = True
+        sink.flush()
         return PassResult(model, modified)

@@ -27,6 +27,7 @@ from spa.metrics import Cost, measure
 from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
 from spa.report import BlockedGroup, Report
 from spa.rewrite import apply_plan, check_valid
+from spa.rules.attention import HEAD_MODES
 from spa.selection import check_ratio, select_units
 from spa.shapes import complete_with_runtime, infer_shapes
 from spa.verify import Verification, verify
@@ -68,11 +69,12 @@ def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
 
 
 def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None,
-            prune_norm_axes: bool = False, *, in_place: bool = False) -> Analysis:
+            prune_norm_axes: bool = False, *, in_place: bool = False, prune_heads: str = "whole") -> Analysis:
     """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed).
 
     Groups that reach a normalisation over their axis (LayerNorm) are blocked unless
-    ``prune_norm_axes``: pruning them is approximate. With ``in_place`` and a path, the loaded
+    ``prune_norm_axes``: pruning them is approximate. ``prune_heads`` (whole, dims, none) sets the
+    granularity of attention heads (:mod:`spa.rules.attention`). With ``in_place`` and a path, the loaded
     model is the working copy (``original`` is None): no second copy of the weights is made.
     """
     original, source = _load(model)
@@ -81,7 +83,10 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     else:
         work = onnx.ModelProto()
         work.CopyFrom(original)
+    if prune_heads not in HEAD_MODES:
+        raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
     ctx = ModelContext.build(work, infer_shapes(work))
+    ctx.head_mode = prune_heads
     complete_with_runtime(ctx)
     cg = build_coupling(ctx, progress)
     groups = find_groups(cg, ctx)
@@ -105,19 +110,24 @@ def prune(
     progress: Progress | None = None,
     stats: str = "auto",
     calib: dict[str, np.ndarray] | None = None,
+    labels: np.ndarray | None = None,
+    loss: str = "cross-entropy",
     prune_norm_axes: bool = False,
     target_macs: float | None = None,
     target_params: float | None = None,
     target_latency: float | None = None,
     target_speedup: float | None = None,
     threads: int = 0,
+    prune_heads: str = "whole",
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
     ``ratio`` removes ``floor(ratio · n)`` units of every prunable group (``global_ranking``
     ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring (a
     compensated plan is compensated again, deterministically). ``stats`` and ``calib``
-    (arrays keyed by input name) configure ``obspa``. At most one target replaces ``ratio``:
+    (arrays keyed by input name) configure ``obspa``; the gradient criteria (``taylor``, ``snip``,
+    ``grasp``, ``crop``) take ``calib`` plus ``labels`` (one target per sample) and ``loss``
+    (``"cross-entropy"`` or ``"mse"``). At most one target replaces ``ratio``:
     ``target_macs``/``target_params`` (fractions of the original, estimated exactly) or
     ``target_latency`` (ms)/``target_speedup`` (a factor), measured in onnxruntime on ``device``
     with ``threads`` intra-op threads (see :mod:`spa.targets`).
@@ -132,7 +142,7 @@ def prune(
         stats = str(from_plan.options.get("stats", stats))
         if from_plan.compensated and stats == "data" and calib is None:
             raise PlanError("this plan was compensated with calibration data: pass the same --calib to replay it")
-    crit = get_criterion(criterion, seed=seed, stats=stats, calib=calib) if (
+    crit = get_criterion(criterion, seed=seed, stats=stats, calib=calib, labels=labels, loss=loss) if (
         from_plan is None or from_plan.compensated) else None
     if from_plan is None:
         check_ratio(ratio)
@@ -142,8 +152,9 @@ def prune(
                                    "--target-speedup")
     if from_plan is not None:
         prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
+        prune_heads = str(from_plan.options.get("heads", prune_heads))
     # A model SPA loads itself is pruned in place: a second copy of its weights is never made.
-    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True)
+    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads)
     before = measure(a.ctx)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if crit is not None:
@@ -176,7 +187,7 @@ def prune(
     compensation = crit.compensate(a.groups, kept_units, a.ctx) if crit is not None and crit.compensates else None
     t2 = time.perf_counter()
     options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed,
-               "prune_norm_axes": prune_norm_axes}
+               "prune_norm_axes": prune_norm_axes, "heads": prune_heads}
     if crit is not None and crit.compensates:
         options["stats"] = getattr(crit, "stats", stats)
     plan = make_plan(os.path.basename(a.source), crit_name, ratio, a.groups, kept_units, a.ctx, options,

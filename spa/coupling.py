@@ -94,8 +94,19 @@ def _visit(ctx: ModelContext, cg: CouplingGraph, space: Space) -> list[Space]:
         cpl = _safe(lambda: rule.couple(node, ctx, space), None)  # noqa: B023
         if cpl is None:
             cpl = Coupling().block(space, f"coupling rule for {node_label(node)} failed; see log")
+        _spread_folds(ctx, cpl)
         new.extend(cg.add(cpl, space))
     return new
+
+
+def _spread_folds(ctx: ModelContext, cpl: Coupling) -> None:
+    """A dynamic axis linked to a folded ``B·H`` axis is folded too (it carries the same H)."""
+    for e in cpl.edges:
+        for p, q in ((e.a, e.b), (e.b, e.a)):
+            if ctx.is_folded(p) and q not in ctx.fold_dims:
+                sq = ctx.shape(q[0])
+                if sq is not None and q[1] < len(sq) and sq[q[1]] is None:
+                    ctx.fold_dims[q] = ctx.fold_dims[p]
 
 
 def _safe(fn: Callable[[], object], default: object) -> object:

@@ -68,7 +68,15 @@ class ModelContext:
     graph_inputs: list[str] = field(default_factory=list)
     graph_outputs: list[str] = field(default_factory=list)
     opset: int = 0
+    #: Head granularity for Reshapes that split a channel axis: "whole", "dims" or "none"
+    #: (see :mod:`spa.rules.attention`).
+    head_mode: str = "whole"
     node_index: dict[str, int] = field(default_factory=dict)
+    #: Concrete shapes seen in the two probe runs, for tensors whose static shape has holes.
+    sample_shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    #: Folded channel axes: ``(tensor, axis) -> H`` where the axis is ``B·H`` (a dynamic batch
+    #: merged with ``H`` channels, index ``b·H + h``); its channel index is ``h``.
+    fold_dims: dict[Space, int] = field(default_factory=dict)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
     _const_memo: dict[str, bool] = field(default_factory=dict)
     _folded: dict[str, np.ndarray | None] = field(default_factory=dict)
@@ -282,7 +290,14 @@ class ModelContext:
         s = self.shape(name)
         if s is None or axis >= len(s) or axis < 0:
             return None
+        if s[axis] is None and (name, axis) in self.fold_dims:
+            return self.fold_dims[(name, axis)]  # a folded B·H axis carries H channels
         return s[axis]
+
+    def is_folded(self, space: Space) -> bool:
+        """True for a dynamic ``B·H`` axis that carries ``H`` channels (see ``fold_dims``)."""
+        s = self.shape(space[0])
+        return space in self.fold_dims and s is not None and space[1] < len(s) and s[space[1]] is None
 
     def is_interface(self, name: str) -> bool:
         return name in self.graph_inputs or name in self.graph_outputs

@@ -2,8 +2,9 @@
 
 Static inference cannot see through some exporter patterns (a Pad whose pads are computed
 from the input's rank, a Resize whose sizes come from a Shape chain). For those tensors SPA
-runs the model twice in onnxruntime, at batch 1 and batch 2, reading the holes as extra
-outputs: a size that is the same in both runs is static, one that differs stays unknown.
+runs the model twice in onnxruntime (batch 1 then 2; other dynamic sizes 2 then 3), reading the
+holes as extra outputs: a size that is the same in both runs is static, one that differs stays
+unknown.
 """
 
 from __future__ import annotations
@@ -114,30 +115,60 @@ def _holes(ctx: ModelContext) -> list[str]:
     return out
 
 
+#: Sizes the probe runs give to dynamic axes: (axis 0, other axes) per run. Other dynamic axes
+#: (a sequence length) differ between the runs too, so a size that depends on them stays unknown.
+_PROBE_SIZES = ((1, 2), (2, 3))
+
+
+def _probe_shapes(model: onnx.ModelProto, run_index: int) -> dict[str, list[int]]:
+    """Input shapes of probe run ``run_index``: dims named alike get the same size."""
+    first, other = _PROBE_SIZES[run_index]
+    shapes: dict[str, list[int]] = {}
+    for name, dims, _ in input_specs(model):
+        shapes[name] = [d if isinstance(d, int) and d > 0 else (first if k == 0 else other) for k, d in enumerate(dims)]
+    return shapes
+
+
+def _reshape_ends(ctx: ModelContext) -> list[str]:
+    """Inputs and outputs of Reshapes with an unknown size: their concrete sizes pair axes."""
+    out = []
+    for node in ctx.model.graph.node:
+        if node.op_type == "Reshape":
+            for t in (node.input[0], node.output[0]):
+                s = ctx.shapes.get(t)
+                if (s is None or None in s) and not ctx.is_constant(t):
+                    out.append(t)
+    return out
+
+
 def complete_with_runtime(ctx: ModelContext) -> int:
-    """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled."""
+    """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled.
+
+    Also records the concrete shapes both runs saw for the ends of Reshapes with dynamic sizes
+    (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``.
+    """
     holes = _holes(ctx)
-    if not holes:
+    ends = [t for t in _reshape_ends(ctx) if t not in holes]
+    if not holes and not ends:
         return 0
     size = sum(int(np.prod(t.dims, dtype=np.int64)) for t in ctx.initializers.values() if t.data_type in FLOAT_TYPES)
     if size > _MAX_PARAMS_FOR_RUN:
         log.info("%d tensor shapes unknown; model too large to run just for shapes", len(holes))
         return 0
-    if any(not isinstance(d, int) for _, dims, _ in input_specs(ctx.model) for d in dims[1:]):
-        log.info("%d tensor shapes unknown; inputs have dynamic non-batch sizes, so not running the model", len(holes))
-        return 0
     try:
-        sess = ShapeProbe(ctx.model, holes)
-        runs = [run(sess, random_inputs(ctx.model, seed=0, batch=b)) for b in (1, 2)]
+        sess = ShapeProbe(ctx.model, holes + ends)
+        runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=_probe_shapes(ctx.model, k))) for k in (0, 1)]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
         return 0
     filled = 0
-    for h in holes:
+    for h in holes + ends:
         a, b = runs[0].get(h), runs[1].get(h)
         if a is None or b is None or a.ndim != b.ndim:
             continue
-        ctx.shapes[h] = tuple(int(x) if x == y else None for x, y in zip(a.shape, b.shape))
-        filled += 1
+        ctx.sample_shapes[h] = (tuple(a.shape), tuple(b.shape))
+        if h in holes:
+            ctx.shapes[h] = tuple(int(x) if x == y else None for x, y in zip(a.shape, b.shape))
+            filled += 1
     log.debug("completed %d of %d unknown shapes with onnxruntime", filled, len(holes))
     return filled

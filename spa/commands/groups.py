@@ -12,7 +12,7 @@ def run(args: argparse.Namespace) -> int:
     """List the coupled channel groups of MODEL: size, members, and why any is blocked."""
     from spa.api import analyze
 
-    a = analyze(args.model, args.exclude)
+    a = analyze(args.model, args.exclude, prune_norm_axes=args.prune_norm_axes, prune_heads=args.prune_heads)
     rows = []
     for g in a.groups:
         rows.append({
@@ -43,6 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
+                   help="attention granularity, as for spa prune")
+    p.add_argument("--prune-norm-axes", action="store_true", help="as for spa prune: norm axes are not blocked")
     add_common(p)
     p.set_defaults(func=run)
     return p

@@ -41,13 +41,15 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
     calib, eval_data = _side_inputs(args, model)
+    labels = _calib_labels(args, model)
     del model  # prune loads the file and prunes it in place: this copy would double the weights in memory
     result = prune(args.model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
                    verify_result=args.verify, device=args.device, progress=progress_bar(),
-                   stats=args.stats, calib=calib, prune_norm_axes=args.prune_norm_axes,
+                   stats=args.stats, calib=calib, labels=labels, loss=args.loss, prune_norm_axes=args.prune_norm_axes,
                    target_macs=args.target_macs, target_params=args.target_params,
-                   target_latency=args.target_latency, target_speedup=args.target_speedup, threads=args.threads)
+                   target_latency=args.target_latency, target_speedup=args.target_speedup, threads=args.threads,
+                   prune_heads=args.prune_heads)
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -97,7 +99,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
-    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation (default l1)")
+    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation; "
+                   "with labelled --calib data: taylor, snip, grasp, crop (default l1)")
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
@@ -114,9 +117,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "onnxruntime on --device with --threads); a bisection that times each candidate")
     p.add_argument("--target-speedup", type=ratio, metavar="X",
                    help="find the smallest ratio whose pruned model runs X times faster than the original (measured)")
+    p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
+                   help="attention granularity where a Reshape splits channels into heads: whole heads (default), "
+                        "the same dims of every head, or none")
     p.add_argument("--prune-norm-axes", action="store_true",
                    help="also prune groups a LayerNorm normalises over (approximate: verify reports drift)")
-    p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy")
+    p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy; "
+                   "plus 'labels' (or 'targets') for taylor, snip, grasp and crop")
+    p.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"],
+                   help="loss on the first output for the gradient criteria (default cross-entropy: labels are class indices)")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
                    help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
@@ -191,6 +200,15 @@ def _side_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
 
         eval_data = load_eval(args.eval, model)
     return calib, eval_data
+
+
+def _calib_labels(args: argparse.Namespace, model: Any) -> Any:
+    """The 'labels' (or 'targets') of --calib data, for the gradient criteria; None without them."""
+    if not args.calib:
+        return None
+    from spa.calib import load_targets
+
+    return load_targets(args.calib, model)
 
 
 def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_dict: dict[str, Any]) -> None:

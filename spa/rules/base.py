@@ -95,33 +95,66 @@ class Rule:
 
 
 class RewriteSink:
-    """Where rules write replacement integer constants (so shared constants are never mutated)."""
+    """Where rules write replacement integer constants (so shared constants are never mutated).
+
+    Writes are collected and applied together by :meth:`flush`, so every rule of one round reads
+    the graph as it was before the round (a Reshape target built from a Slice of a shape sees the
+    Slice's original bounds, even when the Slice rule rewrote them first).
+    """
 
     def __init__(self, graph: onnx.GraphProto) -> None:
         self.graph = graph
         self._names = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+        self._pending: dict[tuple[str, int], tuple[onnx.NodeProto, int, np.ndarray]] = {}
 
-    def set_input_constant(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> bool:
-        """Point input ``index`` of ``node`` at a new initializer holding ``value``.
-
-        Returns False (and changes nothing) when the current input already holds ``value``.
-        """
+    def current(self, node: onnx.NodeProto, index: int) -> np.ndarray | None:
+        """The value input ``index`` of ``node`` will hold: a pending write, else its initializer."""
         from onnx import numpy_helper
 
-        current = node.input[index]
+        if (node.name, index) in self._pending:
+            return self._pending[(node.name, index)][2]
         for init in self.graph.initializer:
-            if init.name == current:
-                old = numpy_helper.to_array(init)
-                if old.shape == value.shape and np.array_equal(old, value):
-                    return False
-                break
-        name = f"{current}__spa_{node.name}"
-        while name in self._names:
-            name += "_"
-        self._names.add(name)
-        self.graph.initializer.append(numpy_helper.from_array(value, name))
-        node.input[index] = name
+            if init.name == node.input[index]:
+                return numpy_helper.to_array(init)
+        return None
+
+    def set_input_constant(self, node: onnx.NodeProto, index: int, value: np.ndarray) -> bool:
+        """Point input ``index`` of ``node`` at a new initializer holding ``value`` (at :meth:`flush`).
+
+        Returns False (and changes nothing) when the input already holds ``value``.
+        """
+        old = self.current(node, index)
+        if old is None:
+            old = self._constant_node_value(node.input[index])
+        if old is not None and old.dtype != value.dtype and old.dtype.kind in "iu" and value.dtype.kind in "iu":
+            value = value.astype(old.dtype)  # tf2onnx builds shapes from int32 pieces, then Casts the Concat
+        if old is not None and old.shape == value.shape and np.array_equal(old, value):
+            return False
+        self._pending[(node.name, index)] = (node, index, value)
         return True
+
+    def _constant_node_value(self, name: str) -> np.ndarray | None:
+        """The value of a ``Constant`` node's ``value`` tensor named ``name``, else None."""
+        from onnx import numpy_helper
+
+        for n in self.graph.node:
+            if n.op_type == "Constant" and n.output and n.output[0] == name:
+                for a in n.attribute:
+                    if a.name == "value":
+                        return numpy_helper.to_array(a.t)
+        return None
+
+    def flush(self) -> None:
+        from onnx import numpy_helper
+
+        for node, index, value in self._pending.values():
+            name = f"{node.input[index]}__spa_{node.name}"
+            while name in self._names:
+                name += "_"
+            self._names.add(name)
+            self.graph.initializer.append(numpy_helper.from_array(value, name))
+            node.input[index] = name
+        self._pending.clear()
 
 
 _REGISTRY: dict[str, Rule] = {}

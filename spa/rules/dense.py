@@ -2,7 +2,7 @@
 
 Both create output features (weight columns or rows, bias) and consume input features. A
 MatMul whose second input is computed at run time (attention scores) has no weight to slice;
-it is blocked here and handled by the attention rules of a later issue.
+it couples its operands' axes instead (:mod:`spa.rules.attention`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ class MatMulRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         a, b, y = node.input[0], node.input[1], node.output[0]
-        if not ctx.is_constant(b) or ctx.rank(b) != 2:
+        if not ctx.is_constant(b):
+            from spa.rules.attention import couple_batched_matmul
+
+            return couple_batched_matmul(ctx, node, space)
+        if ctx.rank(b) != 2:
             return c.block(space, f"{node_label(node)} has no constant 2-D weight (input '{b}')")
         ra, ry = ctx.rank(a), ctx.rank(y)
         if ra is None or ry is None or ra < 2:

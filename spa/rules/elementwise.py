@@ -71,7 +71,8 @@ class BroadcastRule(Rule):
         if ry is None or rs is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
         ao = space[1] + (ry - rs) if side == "in" else space[1]
-        n = dim_or_block(ctx, c, (out, ao), node, space)
+        folded = ctx.is_folded(space)
+        n = ctx.dim(*space) if folded else dim_or_block(ctx, c, (out, ao), node, space)
         if n is None:
             return c
         for t in [*[i for i in node.input if i], out]:
@@ -86,6 +87,9 @@ class BroadcastRule(Rule):
             dk = ctx.dim(t, ak)
             if dk == 1 and n != 1:
                 continue  # broadcast along this axis: the channel is not indexed here
+            if dk is None and folded:
+                c.same(space, (t, ak), n)  # both B·H: the other side is folded too
+                continue
             if dk is None:
                 return c.block(space, f"shape of '{t}' axis {ak} unknown at {node_label(node)}")
             c.same(space, (t, ak), n)

@@ -177,6 +177,10 @@ class SliceRule(Rule):
             return c.block(space, f"{node_label(node)} input {idx} is an index parameter")
         params = _slice_params(node, ctx)
         if params is None:
+            rank = ctx.rank(x)
+            axes = _int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else None
+            if rank is not None and axes is not None and space[1] not in [_norm_axis(a, rank) for a in axes]:
+                return _identity_all(c, ctx, node, space, [x, y])  # e.g. positions[:, :seq]: bounds on another axis
             return c.block(space, f"{node_label(node)} starts/ends/axes/steps are not constant")
         a = space[1]
         if a not in params:
@@ -258,39 +262,108 @@ def _segments(si: Shape, so: Shape) -> list[tuple[list[int], list[int]]] | None:
     return segs
 
 
-def _merge_map(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Space, segs: list[tuple[list[int], list[int]]]) -> Coupling:
-    """Couple ``space`` through a reshape described by ``segs``."""
+VAxis = tuple[Space, int]
+"""An axis of a reshape segment and its size (for a folded ``B·H`` axis, ``H``)."""
+
+
+def _virtual_axes(ctx: ModelContext, node: onnx.NodeProto, ii: list[int], jj: list[int]
+                  ) -> tuple[list[VAxis], list[VAxis], list[VAxis]] | str:
+    """The known axes of a segment on each side, with a dynamic leading axis that absorbs
+    channels (``B·H``) turned into a folded axis of ``H``; plus dynamic axes paired one to one.
+
+    Returns ``(ins, outs, paired)`` or a reason the segment cannot be followed.
+    """
     x, y = node.input[0], node.output[0]
     sx, sy = ctx.shape(x), ctx.shape(y)
     assert sx is not None and sy is not None
+    dyn_in = [i for i in ii if sx[i] is None]
+    dyn_out = [j for j in jj if sy[j] is None]
+    ins: list[VAxis] = [((x, i), int(sx[i])) for i in ii if sx[i] not in (None, 1)]  # type: ignore[arg-type]
+    outs: list[VAxis] = [((y, j), int(sy[j])) for j in jj if sy[j] not in (None, 1)]  # type: ignore[arg-type]
+    if not dyn_in and not dyn_out:
+        return ins, outs, []
+    if len(dyn_in) != 1 or len(dyn_out) != 1 or dyn_in[0] != ii[0] or dyn_out[0] != jj[0]:
+        return "dynamic sizes in the middle of merged axes"
+    p_in = int(np.prod([n for _, n in ins], dtype=np.int64))
+    p_out = int(np.prod([n for _, n in outs], dtype=np.int64))
+    if p_in == p_out:
+        return ins, outs, [(x, dyn_in[0]), (y, dyn_out[0])]
+    if p_in % p_out == 0:
+        return ins, [((y, dyn_out[0]), p_in // p_out), *outs], []
+    if p_out % p_in == 0:
+        return [((x, dyn_in[0]), p_out // p_in), *ins], outs, []
+    return "a dynamic axis absorbs part of a channel axis"
+
+
+def _merge_map(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Space, segs: list[tuple[list[int], list[int]]]) -> Coupling:
+    """Couple ``space`` through a reshape described by ``segs``."""
+    x = node.input[0]
     is_in = space[0] == x and position(node, space[0])[0] == "in"
     for ii, jj in segs:
-        mine = ii if is_in else jj
-        if space[1] not in mine:
+        if space[1] not in (ii if is_in else jj):
             continue
-        big_in = [i for i in ii if sx[i] != 1]
-        big_out = [j for j in jj if sy[j] != 1]
-        if len(big_in) <= 1 and len(big_out) <= 1:
-            if big_in and big_out:
-                n = dim_or_block(ctx, c, (x, big_in[0]), node, space)
-                if n is not None:
-                    c.same((x, big_in[0]), (y, big_out[0]), n)
+        v = _virtual_axes(ctx, node, ii, jj)
+        if isinstance(v, str):
+            return c.block(space, f"{node_label(node)}: {v}")
+        ins, outs, paired = v
+        if space in paired:
+            n = ctx.dim(*space)
+            if n is None:
+                return c.block(space, f"size of '{space[0]}' axis {space[1]} is unknown at {node_label(node)}")
+            return c.same(space, paired[1 - paired.index(space)], n)
+        for s, n in ins + outs:
+            if ctx.dim(*s) is None:
+                ctx.fold_dims[s] = n  # a dynamic axis that carries n channels (see ModelContext.fold_dims)
+        mine = ins if is_in else outs
+        if space not in [s for s, _ in mine]:
+            return c.block(space, f"{node_label(node)} cannot map axis {space[1]} of '{space[0]}'")
+        if len(ins) <= 1 and len(outs) <= 1:
+            if ins and outs:
+                c.same(ins[0][0], outs[0][0], ins[0][1])
             return c
-        if len(big_out) == 1 and is_in:
+        if len(outs) == 1 and is_in:
             # Several input axes merge into one output axis: channel -> (strided) feature set.
-            sizes = [int(sx[i]) for i in big_in]  # type: ignore[arg-type]
-            digits = np.indices(sizes).reshape(len(sizes), -1)[big_in.index(space[1])]
-            return c.link(space, (y, big_out[0]), digits, np.arange(digits.size))
-        if len(big_out) == 1:
+            digits = np.indices([n for _, n in ins]).reshape(len(ins), -1)[[s for s, _ in ins].index(space)]
+            return c.link(space, outs[0][0], digits, np.arange(digits.size))
+        if len(outs) == 1:
             # Asked from the merged output: which input axis holds the channels is known only
             # from the other side, so this is fine only if that side is in the same group.
             return c.block(
                 space,
-                f"{node_label(node)} merges axes {big_in} of '{x}'; reached from its output only",
-                unless=tuple((x, i) for i in big_in),
+                f"{node_label(node)} merges axes {[s[1] for s, _ in ins]} of '{x}'; reached from its output only",
+                unless=tuple(s for s, _ in ins),
             )
-        return c.block(space, f"{node_label(node)} splits axis {space[1]} of '{space[0]}' into several axes")
+        if len(ins) == 1:
+            from spa.rules.attention import couple_split
+
+            return couple_split(ctx, node, c, space, ins[0], outs)
+        return c.block(space, f"{node_label(node)} reshapes axes {[s[1] for s, _ in ins]} of '{x}' "
+                              f"into axes {[s[1] for s, _ in outs]}")
     return c.block(space, f"{node_label(node)} cannot map axis {space[1]} of '{space[0]}'")
+
+
+def _sample_segments(ctx: ModelContext, x: str, y: str) -> list[tuple[list[int], list[int]]] | None:
+    """Pair a Reshape's axes from the concrete shapes of the probe runs (dynamic sizes).
+
+    The segments come from the larger run and must also hold, product for product, in the
+    smaller one (where a batch of 1 could pair axes by coincidence)."""
+    shapes = []
+    for t in (x, y):
+        static = ctx.shape(t)
+        if t in ctx.sample_shapes:
+            shapes.append(ctx.sample_shapes[t])
+        elif static is not None and None not in static:
+            shapes.append((static, static))
+        else:
+            return None
+    (in0, in1), (out0, out1) = shapes
+    segs = _segments(in1, out1)
+    if segs is None:
+        return None
+    for ii, jj in segs:
+        if int(np.prod([in0[i] for i in ii])) != int(np.prod([out0[j] for j in jj])):
+            return None
+    return segs
 
 
 @register
@@ -311,7 +384,8 @@ class FlattenRule(Rule):
         return _merge_map(ctx, node, c, space, [s for s in segs if s[0]])
 
 
-_SYMBOLIC_OPS = {"Shape", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Expand", "Concat", "Gather", "Slice"}
+_SYMBOLIC_OPS = {"Shape", "Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Expand", "Concat", "Gather", "Slice",
+                 "Where"}
 
 Symbol = int | tuple[str, int]
 """An element of a shape vector: a literal, or ``(tensor, axis)`` meaning that tensor's size."""
@@ -331,6 +405,10 @@ def shape_symbols(ctx: ModelContext, name: str, depth: int = 0) -> list[Symbol] 
         v = ctx.constant_value(name)
         return [int(x) for x in v.reshape(-1)] if v is not None and v.dtype.kind in "iu" else None
     op = node.op_type
+    if op == "Where":
+        t = _where_minus_one(ctx, node)
+        src = shape_symbols(ctx, t, depth + 1) if t is not None else None
+        return None if src is None else [1 if v == -1 else v for v in src]
     if op == "Shape":
         r = ctx.rank(node.input[0])
         if r is None:
@@ -369,10 +447,17 @@ def _slice_params_values(node: onnx.NodeProto, ctx: ModelContext, n: int) -> tup
     return slice(starts[0], ends[0], steps[0]).indices(n)
 
 
-def _shape_literal(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int, int] | None:
-    """Where the target-shape value for output axis ``b`` is stored: (node, input, offset)."""
+def _target_piece(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """Where the target-shape value for output axis ``b`` comes from: ``(owner, input, offset)``.
+
+    ``owner`` is ``node`` itself when the whole target is one stored or folded literal, else
+    the ``Concat`` that builds the target and the index of the piece holding the value.
+    """
     target = node.input[1]
     length, ry = ctx.dim(target, 0), ctx.rank(node.output[0])
+    if length is None:
+        syms = shape_symbols(ctx, target)
+        length = None if syms is None else len(syms)
     if length is None or ry is None:
         return None
     b -= ry - length  # Expand's target may be shorter than its output rank
@@ -380,17 +465,133 @@ def _shape_literal(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onn
         return None
     if ctx.constant_value(target) is not None:  # stored or folded: replaced by a new initializer
         return node, 1, b
-    prod = ctx.producer.get(target)
-    if prod is None or prod.op_type != "Concat":
+    return _concat_piece(ctx, target, b)
+
+
+def _concat_piece(ctx: ModelContext, vector: str, b: int, depth: int = 0) -> tuple[onnx.NodeProto, int, int] | None:
+    """The innermost Concat input holding element ``b`` of the shape vector ``vector``."""
+    prod = ctx.producer.get(_shape_source(ctx, vector))
+    if prod is None or prod.op_type != "Concat" or depth > 4:
         return None
     off = 0
     for k, piece in enumerate(prod.input):
         n = ctx.dim(piece, 0)
+        if n is None:
+            syms = shape_symbols(ctx, piece)
+            n = None if syms is None else len(syms)
         if n is None or ctx.rank(piece) != 1:
             return None
         if off <= b < off + n:
-            return (prod, k, b - off) if ctx.constant_value(piece) is not None else None
+            if ctx.constant_value(piece) is None and n > 1:
+                inner = _concat_piece(ctx, piece, b - off, depth + 1)
+                if inner is not None:
+                    return inner
+            return prod, k, b - off
         off += n
+    return None
+
+
+def _shape_literal(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """Where the target-shape literal for output axis ``b`` is stored: (node, input, offset)."""
+    loc = _target_piece(node, ctx, b)
+    if loc is None or (loc[0] is not node and ctx.constant_value(loc[0].input[loc[1]]) is None):
+        return None
+    return loc
+
+
+def _runtime_piece(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int] | None:
+    """A one-element Concat piece computed at run time for output axis ``b``: ``(concat, input)``.
+
+    Such a piece can be *frozen*: replaced by a literal when the size it reads is static."""
+    loc = _target_piece(node, ctx, b)
+    if loc is None or loc[0] is node or ctx.constant_value(loc[0].input[loc[1]]) is not None:
+        return None
+    return (loc[0], loc[1]) if ctx.dim(loc[0].input[loc[1]], 0) == 1 else None
+
+
+_SCALAR_MOVES = ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast")
+
+
+def _where_minus_one(ctx: ModelContext, node: onnx.NodeProto) -> str | None:
+    """``Where(Equal(T, -1), ones, T)`` (TorchScript's ``expand(..., -1, ...)``): returns T."""
+    if node.op_type != "Where" or len(node.input) != 3:
+        return None
+    cond = ctx.producer.get(node.input[0])
+    t = node.input[2]
+    if cond is None or cond.op_type != "Equal" or t not in cond.input:
+        return None
+    minus = ctx.constant_value(cond.input[1 - list(cond.input).index(t)])
+    ones = ctx.constant_value(node.input[1])
+    if minus is None or ones is None or not (minus == -1).all() or not (ones == 1).all():
+        return None
+    return t
+
+
+def _shape_source(ctx: ModelContext, name: str) -> str:
+    """Follow a shape vector back through value-preserving steps (flattening Reshape, Cast,
+    Identity, the Where that maps -1 to 1) to where it is built."""
+    for _ in range(8):
+        p = ctx.producer.get(name)
+        if p is None:
+            return name
+        if p.op_type in ("Cast", "Identity") or (p.op_type == "Reshape" and ctx.rank(p.input[0]) == 1):
+            name = p.input[0]
+        elif (t := _where_minus_one(ctx, p)) is not None:
+            name = t
+        else:
+            return name
+    return name
+
+
+def _freezable(node: onnx.NodeProto, ctx: ModelContext, b: int) -> bool:
+    """True when the target value for axis ``b`` can be replaced by a literal: the whole
+    target folds to constants, or the value sits in a foldable or one-element Concat piece."""
+    loc = _target_piece(node, ctx, b)
+    if loc is None:
+        return False
+    if loc[0] is node:
+        return True
+    piece = loc[0].input[loc[1]]
+    if not _exclusive(ctx, node.input[1], loc[0]):
+        return False  # a shape vector shared with other nodes, which may need other values
+    return ctx.constant_value(piece) is not None or ctx.dim(piece, 0) == 1
+
+
+def _exclusive(ctx: ModelContext, vector: str, owner: onnx.NodeProto) -> bool:
+    """True when every tensor from ``owner``'s output down to ``vector`` has one reader."""
+    t = owner.output[0]
+    for _ in range(12):
+        if len(ctx.consumers.get(t, [])) != 1:
+            return False
+        if t == vector:
+            return True
+        t = ctx.consumers[t][0].output[0]
+    return False
+
+
+def _scaled_piece(node: onnx.NodeProto, ctx: ModelContext, b: int) -> tuple[onnx.NodeProto, int, int] | None:
+    """For a folded ``B·H`` axis: the ``Mul(dynamic size, H)`` that computes its target value.
+
+    Returns ``(mul, constant input, H)`` when the piece for axis ``b`` is a run-time size times a
+    literal (through Unsqueeze/Reshape/Cast), else None.
+    """
+    loc = _runtime_piece(node, ctx, b)
+    if loc is None:
+        return None
+    t = loc[0].input[loc[1]]
+    for _ in range(4):
+        p = ctx.producer.get(t)
+        if p is None:
+            return None
+        if p.op_type == "Mul":
+            for k in (0, 1):
+                v = ctx.constant_value(p.input[k])
+                if v is not None and v.size == 1 and v.dtype.kind in "iu" and ctx.constant_value(p.input[1 - k]) is None:
+                    return p, k, int(v.reshape(-1)[0])
+            return None
+        if p.op_type not in _SCALAR_MOVES:
+            return None
+        t = p.input[0]
     return None
 
 
@@ -418,7 +619,9 @@ class ReshapeRule(Rule):
         sx, sy = ctx.shape(x), ctx.shape(y)
         if sx is None or sy is None:
             return c.block(space, f"{node_label(node)} input or output shape unknown")
-        segs = _segments(sx, sy)
+        segs = _segments(sx, sy) if None not in sx[1:] and None not in sy[1:] else None
+        if segs is None:
+            segs = _sample_segments(ctx, x, y) or _segments(sx, sy)
         if segs is None:
             return c.block(space, f"{node_label(node)} shapes {sx} -> {sy} cannot be paired")
         c = _merge_map(ctx, node, c, space, segs)
@@ -435,57 +638,103 @@ class ReshapeRule(Rule):
         return _rewrite_target(node, ctx, kept, out, keep_values=(0, -1))
 
 
+_UNKNOWN = object()
+
+
+def _element_symbol(ctx: ModelContext, node: onnx.NodeProto, b: int) -> Symbol | None | object:
+    """The target-shape value for output axis ``b``: a literal, a ``(tensor, axis)`` size, None
+    when the target is shorter than the output (Expand: the axis comes from the input), or
+    ``_UNKNOWN``. Evaluated on the whole target, else on the Concat piece holding it."""
+    ry = ctx.rank(node.output[0])
+    if ry is None:
+        return _UNKNOWN
+    syms = shape_symbols(ctx, node.input[1])
+    if syms is not None:
+        k = b - (ry - len(syms))
+        return syms[k] if k >= 0 else None
+    loc = _target_piece(node, ctx, b)
+    if loc is None or loc[0] is node:
+        return _UNKNOWN
+    part = shape_symbols(ctx, loc[0].input[loc[1]])
+    return _UNKNOWN if part is None or loc[2] >= len(part) else part[loc[2]]
+
+
 def _couple_target(ctx: ModelContext, c: Coupling, node: onnx.NodeProto, b: int, keep_values: tuple[int, ...]) -> None:
     """Make sure the target-shape value (input 1) for output axis ``b`` follows pruning.
 
     A literal must be stored where it can be rewritten (unless it is one of ``keep_values``,
-    such as Reshape's -1); a size read at run time from another tensor couples that tensor's
-    axis to output axis ``b``.
+    such as Reshape's -1). A size read at run time from another tensor is frozen to a literal
+    when it is static and sits in its own Concat piece; otherwise that tensor's axis is coupled
+    to output axis ``b``. A folded ``B·H`` axis may be computed as ``B * H`` (the H is rewritten).
     """
     y = node.output[0]
-    syms = shape_symbols(ctx, node.input[1])
-    ry = ctx.rank(y)
-    if syms is None or ry is None:
+    sym = _element_symbol(ctx, node, b)
+    if ctx.is_folded((y, b)):
+        sp = _scaled_piece(node, ctx, b)
+        if (sp is not None and sp[2] == ctx.fold_dims[(y, b)]) or sym in keep_values:
+            return
+        c.block((y, b), f"{node_label(node)} target size of axis {b} (batch x {ctx.fold_dims[(y, b)]}) "
+                        "cannot be rewritten")
+        return
+    if sym is _UNKNOWN:
         c.block((y, b), f"{node_label(node)} target size of axis {b} is computed at run time")
         return
-    if b - (ry - len(syms)) < 0:
+    if sym is None:
         return  # Expand: this axis comes from the input alone
-    sym = syms[b - (ry - len(syms))]
     if isinstance(sym, tuple):
         n = ctx.dim(y, b)
         if n is None or ctx.dim(*sym) != n:
             c.block((y, b), f"{node_label(node)} target size of axis {b} comes from '{sym[0]}' of another size")
-        else:
+        elif not _freezable(node, ctx, b):
             c.same(sym, (y, b), n)
+        # else: a static size read at run time; frozen to the new literal when rewritten
     elif sym not in keep_values and _shape_literal(node, ctx, b) is None:
         c.block((y, b), f"{node_label(node)} target size of axis {b} cannot be rewritten")
 
 
 def _rewrite_target(node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink, keep_values: tuple[int, ...]) -> bool:
-    """Write the new size of every pruned output axis into the stored target-shape literal."""
+    """Write the new size of every pruned output axis into the target-shape literal; freeze
+    static sizes read at run time; rescale the ``H`` of folded ``B·H`` axes."""
     y = node.output[0]
     changed = False
-    for b in range(ctx.rank(y) or 0):
-        loc = _shape_literal(node, ctx, b) if (y, b) in kept else None
+    ry = ctx.rank(y) or 0
+    for b in range(ry):
+        if ctx.is_folded((y, b)):
+            sp = _scaled_piece(node, ctx, b) if (y, b) in kept else None
+            if sp is not None:
+                mul, k, _ = sp
+                old = ctx.constant_value(mul.input[k])
+                assert old is not None
+                value = np.full(old.shape, len(kept[(y, b)]), dtype=old.dtype)
+                changed = out.set_input_constant(mul, k, value) or changed
+            continue
+        loc = _target_piece(node, ctx, b)
         if loc is None:
             continue
         owner, idx, off = loc
-        original = np.array(ctx.constant_value(owner.input[idx]), dtype=np.int64).reshape(-1)
-        if original[off] in keep_values:
+        piece = owner.input[idx]
+        computed = not ctx.is_stored(piece)  # read or derived from shapes at run time
+        if (y, b) not in kept and not computed:
             continue
-        current = _current_value(out, owner.input[idx])
-        value = (current if current is not None else original).copy()
-        if value[off] != len(kept[(y, b)]):
-            value[off] = len(kept[(y, b)])
+        sym = _element_symbol(ctx, node, b)
+        folded = ctx.constant_value(piece)
+        if folded is None and isinstance(sym, tuple) and ctx.dim(*sym) is not None and ctx.dim(piece, 0) == 1:
+            folded = np.array([ctx.dim(*sym)], dtype=np.int64)  # one element read from a static size
+        if folded is None or (computed and (y, b) not in kept and not _freezable(node, ctx, b)):
+            continue  # coupled at run time instead (see _couple_target), or shared with other readers
+        original = np.array(folded, dtype=np.int64).reshape(-1)
+        if original[off] in keep_values and not computed:
+            continue
+        current = out.current(owner, idx)
+        value = (np.array(current, dtype=np.int64).reshape(-1) if current is not None else original).copy()
+        # A static size computed at run time is frozen, so it cannot follow a pruned tensor it reads.
+        n = len(kept[(y, b)]) if (y, b) in kept else int(original[off])
+        if value[off] != n or current is None:
+            value[off] = n
+            if ctx.dtypes.get(owner.input[idx]) == onnx.TensorProto.INT32:
+                value = value.astype(np.int32)  # tf2onnx: Cast(Concat(int32 pieces)); a literal must match
             changed = out.set_input_constant(owner, idx, value) or changed
     return changed
-
-
-def _current_value(out: RewriteSink, name: str) -> np.ndarray | None:
-    for init in out.graph.initializer:
-        if init.name == name:
-            return np.array(onnx.numpy_helper.to_array(init), dtype=np.int64).reshape(-1)
-    return None
 
 
 @register
@@ -604,14 +853,100 @@ class ResizeRule(Rule):
         return out.set_input_constant(node, 3, np.array(new, dtype=np.int64))
 
 
+#: Inputs that take a shape vector whose values the rules of those ops follow or rewrite.
+_SHAPE_SINKS = {("Reshape", 1), ("Expand", 1), ("Resize", 3), ("Tile", 1), ("ConstantOfShape", 0),
+                ("Slice", 1), ("Slice", 2), ("Slice", 3), ("Slice", 4)}
+_SHAPE_MOVES = ("Unsqueeze", "Squeeze", "Identity", "Cast", "Reshape")
+
+
+def _size_readers(ctx: ModelContext, shape_out: str, pos: int) -> str | None:
+    """Follow element ``pos`` of a shape vector; the first reader that is not a shape sink
+    (e.g. ``Div`` computing a head width, ``Cast`` + ``Sqrt`` computing an attention scale)."""
+    frontier: list[tuple[str, set[int]]] = [(shape_out, {pos})]
+    for _ in range(64):
+        if not frontier:
+            return None
+        t, positions = frontier.pop()
+        for user in ctx.consumers.get(t, []):
+            k = list(user.input).index(t)
+            if (user.op_type, k) in _SHAPE_SINKS:
+                continue
+            op = user.op_type
+            if op in _SHAPE_MOVES and k == 0:
+                frontier.append((user.output[0], positions))
+            elif op == "Gather" and k == 0:
+                idx = ctx.constant_value(user.input[1])
+                n = ctx.dim(t, 0)
+                if idx is None or n is None:
+                    return node_label(user)
+                picked = {j for j, i in enumerate(idx.reshape(-1)) if int(i) % n in positions}
+                if picked:
+                    frontier.append((user.output[0], picked))
+            elif op == "Concat":
+                off = 0
+                for piece in user.input[:k]:
+                    n = ctx.dim(piece, 0)
+                    if n is None:
+                        return node_label(user)
+                    off += n
+                frontier.append((user.output[0], {p + off for p in positions}))
+            elif op == "Slice" and k == 0:
+                n = ctx.dim(t, 0)
+                params = _slice_params_values(user, ctx, n) if n is not None else None
+                if params is None:
+                    return node_label(user)
+                kept = list(range(*params))
+                picked = {kept.index(p) for p in positions if p in kept}
+                if picked:
+                    frontier.append((user.output[0], picked))
+            elif op == "Expand" and k == 0:
+                n_out = ctx.dim(user.output[0], 0) if ctx.rank(user.output[0]) == 1 else None
+                if n_out is None:
+                    return node_label(user)
+                frontier.append((user.output[0], set(range(n_out)) if ctx.dim(t, 0) == 1 else positions))
+            elif op in ("Shape", "Size"):
+                continue
+            elif op in ("Div", "Mul", "Add", "Sub") and ctx.dtypes.get(user.output[0]) in _INT_TYPES:
+                # Integer arithmetic on sizes (C // groups of a channel shuffle) still ends in a
+                # shape: the target's rule freezes or rewrites it.
+                n_out = ctx.dim(user.output[0], 0) if ctx.rank(user.output[0]) == 1 else 1
+                frontier.append((user.output[0], set(range(n_out or 1))))
+            else:
+                return node_label(user)
+    return "a long chain of shape computations"
+
+
+_INT_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
 @register
 class ShapeRule(Rule):
-    """Shape and Size read sizes at run time, so they adapt to pruning: nothing to couple."""
+    """Shape and Size read sizes at run time, so they adapt to pruning.
+
+    A size that flows into a Reshape/Expand target, Resize sizes, Slice bounds or
+    ConstantOfShape is followed (or frozen) by those ops' rules. A pruned axis whose size is read
+    into arithmetic (a head width ``E // heads``, an attention scale ``1/sqrt(d)``) would
+    silently change the computation, so that group is blocked.
+    """
 
     op_types = ("Shape", "Size")
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
-        return Coupling()
+        c = Coupling()
+        if node.op_type == "Size":
+            return c.block(space, f"{node_label(node)} reads the element count of '{space[0]}'")
+        rank = ctx.rank(space[0])
+        if rank is None:
+            return c.block(space, f"rank unknown at {node_label(node)}")
+        lo = _norm_axis(int(attr(node, "start", 0)), rank)  # type: ignore[arg-type]
+        end = attr(node, "end")
+        hi = rank if end is None else min(rank, _norm_axis(int(end), rank))  # type: ignore[arg-type]
+        if not lo <= space[1] < hi:
+            return c
+        reader = _size_readers(ctx, node.output[0], space[1] - lo)
+        if reader is not None:
+            c.block(space, f"the size of axis {space[1]} of '{space[0]}' is read at run time by {reader}")
+        return c
 
 
 @register
@@ -628,7 +963,7 @@ class SoftmaxRule(Rule):
         axis = _norm_axis(int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)), rank)  # type: ignore[arg-type]
         normalised = space[1] == axis if ctx.opset >= 13 else space[1] >= axis
         if normalised:
-            return c.block(space, f"{node_label(node)} normalises over axis {space[1]}")
+            return c.block(space, f"{node_label(node)} normalises over axis {space[1]} of '{space[0]}'")
         return _identity_all(c, ctx, node, space, [node.input[0], node.output[0]])
 
 

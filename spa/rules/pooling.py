@@ -53,11 +53,17 @@ def reduce_axes(node: onnx.NodeProto, ctx: ModelContext) -> list[int] | None:
     return sorted(int(a) % rank for a in axes)  # type: ignore[union-attr]
 
 
+_SUMS = ("ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+
+
 @register
 class ReduceRule(Rule):
     """Reductions over axes other than the channel axis (e.g. ReduceMean over H, W).
 
-    Refuses when the channel axis itself is reduced, or when the axes are computed at run time.
+    Over the channel axis itself: sums (ReduceSum, ReduceL1, ReduceL2, ReduceSumSquare) are
+    exact without the removed (zero) channels; ReduceMean is approximate (the statistics of a
+    decomposed LayerNorm or RMSNorm, pruned only with ``--prune-norm-axes``); the others are
+    refused, as are axes computed at run time.
     """
 
     op_types = (
@@ -75,6 +81,13 @@ class ReduceRule(Rule):
         if space[0] == node.input[0]:
             a_in = space[1]
             if a_in in axes:
+                if node.op_type in _SUMS:
+                    return c  # removed channels are zeros in the masked model: a sum without them is the same
+                if node.op_type == "ReduceMean":
+                    # The statistics of a decomposed LayerNorm / RMSNorm: the mean over fewer
+                    # channels differs, as for LayerNormalization.
+                    c.inexact.append(f"{node_label(node)} averages over pruned axis {a_in} of '{space[0]}'")
+                    return c
                 return c.block(space, f"{node_label(node)} reduces over axis {a_in} of '{space[0]}'")
             a_out = a_in if keep else a_in - sum(1 for r in axes if r < a_in)
         else:

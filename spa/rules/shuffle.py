@@ -99,7 +99,7 @@ def _reads_shape_of(ctx: ModelContext, name: str, x: str, depth: int = 0) -> boo
 
 def rewrite_shuffle(ctx: ModelContext, s: Shuffle, node: onnx.NodeProto, kept: KeptMap, out: RewriteSink) -> bool:
     """Write ``c'`` into the opening target and ``C'`` into the closing one, where literal."""
-    from spa.rules.layout import _current_value, _shape_literal
+    from spa.rules.layout import _shape_literal
 
     if (s.x, 1) not in kept:
         return False
@@ -112,8 +112,8 @@ def rewrite_shuffle(ctx: ModelContext, s: Shuffle, node: onnx.NodeProto, kept: K
     original = np.array(ctx.constant_value(owner.input[idx]), dtype=np.int64).reshape(-1)
     if original[off] in (0, -1):
         return False
-    current = _current_value(out, owner.input[idx])
-    target = (current if current is not None else original).copy()
+    current = out.current(owner, idx)
+    target = (np.array(current, dtype=np.int64).reshape(-1) if current is not None else original).copy()
     if target[off] == value:
         return False
     target[off] = value

@@ -85,13 +85,17 @@ def test_nhwc_transpose_then_flatten() -> None:
     prune_checked(m, 0.4)
 
 
-def test_reshape_splitting_channel_axis_blocks() -> None:
+def test_reshape_splitting_channel_axis_follows_the_outer_axis() -> None:
+    """6 channels split into (2, 3): a unit is one outer index (a "head" of 3 channels)."""
     inits: dict = {"shape": _i64(1, 2, 3, 4)}
     nodes = [conv("x", "a", 3, 6, inits=inits), helper.make_node("Reshape", ["a", "shape"], ["r"]),
              helper.make_node("Relu", ["r"], ["y"])]
     m = model(nodes, {"x": [1, 3, 2, 2]}, {"y": [1, 2, 3, 4]}, inits)
     g = group_of(spa.analyze(m), "a.w", 0)
-    assert not g.prunable and any("splits axis" in r for r in g.blocked)
+    assert g.n_units == 2 and ("r", 1) in g.members and ("r", 2) not in g.members
+    assert not g.prunable and any("model output 'y' axis 1" in r for r in g.blocked)
+    g = group_of(spa.analyze(m, prune_heads="none"), "a.w", 0)
+    assert any("--prune-heads none" in r for r in g.blocked)
 
 
 def test_pool_pad_resize_reduce_keep_channels() -> None:
@@ -117,7 +121,7 @@ def test_reduce_over_channels_and_softmax_over_channels_block() -> None:
              conv("sm", "z", 4, 2, inits=inits)]
     m = model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 1, 4, 4], "z": [1, 2, 4, 4]}, inits, opset=13)
     a = spa.analyze(m)
-    assert any("reduces over axis 1" in r for r in group_of(a, "a.w", 0).blocked)
+    assert any("averages over pruned axis 1" in r for r in group_of(a, "a.w", 0).blocked)  # inexact: opt-in
     assert any("normalises over axis 1" in r for r in group_of(a, "b.w", 0).blocked)
 
 
