@@ -12,6 +12,9 @@ import onnx
 from spa.errors import InvalidArgumentError
 from spa.runtime import input_specs
 
+#: Arrays of ``--calib`` data that hold targets, not inputs (for the gradient criteria).
+TARGET_KEYS = ("labels", "targets")
+
 
 def read_arrays(path: str | os.PathLike[str], flag: str, folders: bool = False) -> dict[str, np.ndarray]:
     """The arrays of a ``.npz`` file (or, with ``folders``, of a folder of ``.npy`` files)."""
@@ -48,10 +51,29 @@ def arrays_for_inputs(arrays: dict[str, np.ndarray], model: onnx.ModelProto, whe
 
 
 def load_calibration(path: str | os.PathLike[str], model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Arrays for every model input, with matching rank, static sizes and equal batch length."""
+    """Arrays for every model input, with matching rank, static sizes and equal batch length.
+
+    A ``labels`` or ``targets`` array that is not a model input is left out (see :func:`load_targets`).
+    """
     where = f"--calib {Path(path)}"
-    out = arrays_for_inputs(read_arrays(path, "--calib", folders=True), model, where)
+    inputs = {name for name, _, _ in input_specs(model)}
+    arrays = {k: v for k, v in read_arrays(path, "--calib", folders=True).items() if k not in TARGET_KEYS or k in inputs}
+    out = arrays_for_inputs(arrays, model, where)
     lengths = {len(a) for a in out.values()}
     if len(lengths) != 1 or 0 in lengths:
         raise InvalidArgumentError(f"{where}: arrays must have the same non-zero length on axis 0")
     return out
+
+
+def load_targets(path: str | os.PathLike[str], model: onnx.ModelProto) -> np.ndarray | None:
+    """The ``labels`` (or ``targets``) array of ``--calib`` data, or None when it has neither.
+
+    Used by the gradient criteria: class indices for ``--loss cross-entropy``, values shaped like
+    the model's first output for ``--loss mse``.
+    """
+    inputs = {name for name, _, _ in input_specs(model)}
+    arrays = read_arrays(path, "--calib", folders=True)
+    found = [k for k in TARGET_KEYS if k in arrays and k not in inputs]
+    if len(found) > 1:
+        raise InvalidArgumentError(f"--calib {Path(path)}: holds both {' and '.join(found)}; keep one")
+    return np.asarray(arrays[found[0]]) if found else None
