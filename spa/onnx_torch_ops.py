@@ -644,6 +644,27 @@ def _gather_elements(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
     return torch.gather(x, axis, _indices(idx, x.shape[axis]))
 
 
+@op("GatherND")
+def _gather_nd(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
+    x, idx = ins
+    b = int(a.get("batch_dims", 0))
+    k = idx.shape[-1]
+    batch = x.shape[:b]
+    xb = x.reshape(-1, *x.shape[b:])  # (B, d_b, ..., d_r)
+    ib = _indices(idx, 0).reshape(xb.shape[0], -1, k)  # (B, M, k)
+    sizes = torch.tensor(xb.shape[1:k + 1], dtype=torch.int64)
+    ib = torch.where(ib < 0, ib + sizes, ib)
+    rows = torch.arange(xb.shape[0]).unsqueeze(1).expand(ib.shape[:2])
+    picked = xb[(rows, *ib.unbind(-1))]  # (B, M, d_{b+k}, ...)
+    return picked.reshape(*batch, *idx.shape[b:-1], *x.shape[b + k:])
+
+
+@op("Trilu")
+def _trilu(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
+    k = int(ins[1].item()) if len(ins) > 1 and ins[1] is not None else 0
+    return torch.triu(ins[0], k) if a.get("upper", 1) else torch.tril(ins[0], k)
+
+
 @op("Expand")
 def _expand(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
     x = ins[0]

@@ -10,6 +10,7 @@ gradients are the source module's gradients.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -28,6 +29,9 @@ from spa.onnx_torch import SUPPORTED_OPS, convert  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_FILES = sorted((ROOT / "models" / "zoo").glob("*.onnx"))
+#: Models from other exporters and frameworks: Keras (tf2onnx), Flax (jax2onnx), Paddle, scikit-learn,
+#: Hugging Face transformers and torch.nn transformers (both torch exporters, and onnxruntime-optimised).
+OTHER_FILES = sorted(p for d in ("frameworks", "hf", "transformers") for p in (ROOT / "models" / "zoo" / d).glob("*.onnx"))
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +70,21 @@ def test_zoo_model_matches_onnxruntime(path: Path) -> None:
     model = onnx.load(str(path))
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     assert_same(model, {model.graph.input[0].name: x})
+
+
+@pytest.mark.parametrize("path", OTHER_FILES, ids=[p.name for p in OTHER_FILES])
+def test_other_frameworks_and_transformers(path: Path) -> None:
+    """Every model of the other zoos converts and matches onnxruntime, except those with ops outside the
+    default domain (onnxruntime's fused com.microsoft ops, scikit-learn's ai.onnx.ml), which are refused by name."""
+    from spa.runtime import random_inputs
+
+    model = onnx.load(str(path))
+    foreign = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    if foreign:
+        with pytest.raises(UnsupportedModelError, match=re.escape(foreign[0])):
+            convert(model)
+        return
+    assert_same(model, random_inputs(model, seed=0), rtol=1e-5)
 
 
 # ---- 2. op variants ----------------------------------------------------------------------------
@@ -158,6 +177,10 @@ CASES: dict[str, tuple[int, str, str]] = {
                                        "j = Constant<value = int64[2, 1, 1, 1] {0, 1}>()\n"
                                        f"e = GatherElements<axis = 0>(x, j)\na = {C.format(n=1, v='1')}\n"
                                        "u = Unsqueeze(g, a)\ny = Add(u, e)"),
+    "gathernd-batch-dims": (13, X4, "i = Constant<value = int64[2, 3, 2] {0, 1, 3, -1, 2, 0, 1, 1, 0, 5, 3, 2}>()\n"
+                                    "y = GatherND<batch_dims = 1>(x, i)"),
+    "gathernd": (13, X4, "i = Constant<value = int64[3, 1] {1, 0, -1}>()\ny = GatherND(x, i)"),
+    "trilu": (14, X4, "k = Constant<value = int64 {-1}>()\nu = Trilu(x, k)\nl = Trilu<upper = 0>(x)\ny = Add(u, l)"),
     "expand-tile-range": (13, "float[1,4,1] x", f"s = {C.format(n=3, v='3, 1, 5')}\ne = Expand(x, s)\n"
                                                 f"r = {C.format(n=3, v='1, 1, 2')}\nt = Tile(e, r)\n"
                                                 "a = Constant<value = float {0.5}>()\nb = Constant<value = float {5.5}>()\n"
