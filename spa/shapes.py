@@ -110,7 +110,10 @@ def _holes(ctx: ModelContext) -> list[str]:
             continue
         for o in node.output:
             s = ctx.shapes.get(o)
-            if o and (s is None or None in s[1:]) and not ctx.is_constant(o):
+            # A Shape output's one axis is the input's rank, never a batch: unknown when static
+            # inference lost that rank (downstream of a contrib op).
+            unknown = s is None or None in (s if node.op_type == "Shape" else s[1:])
+            if o and unknown and not ctx.is_constant(o):
                 out.append(o)
     return out
 
