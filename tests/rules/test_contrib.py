@@ -16,20 +16,12 @@ import onnx
 import pytest
 from modelkit import assert_masked_equivalent, group_of, init_shape, prune_checked, run, w
 from onnx import TensorProto, helper, numpy_helper
-from spa.criteria import get_criterion
 
 import spa
 from spa.api import analyze
-from spa.coupling import build_coupling
-from spa.graph import ModelContext
-from spa.groups import find_groups
-from spa.plan import kept_spaces, make_plan
-from spa.rewrite import apply_plan, check_valid
 from spa.rules import Rule, register, rule_for
 from spa.rules.contrib import AttentionRule, ContribGeluRule
 from spa.rules.elementwise import UnaryRule
-from spa.selection import select_units
-from spa.shapes import complete_with_runtime, infer_shapes
 from spa.verify import mask_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,41 +196,23 @@ def test_attention_with_narrower_values_rewrites_qkv_hidden_sizes() -> None:
     assert init_shape(pruned, "qkv.w") == [8, 20] and init_shape(pruned, "y.w") == [4, 8]
 
 
-def prune_with_head_mode(m: onnx.ModelProto, mode: str, ratio: float) -> tuple[onnx.ModelProto, spa.Plan]:
-    """What ``spa.prune`` does, with the context's head granularity set to ``mode``."""
-    work = onnx.ModelProto()
-    work.CopyFrom(m)
-    ctx = ModelContext.build(work, infer_shapes(work))
-    complete_with_runtime(ctx)
-    ctx.head_mode = mode
-    groups = find_groups(build_coupling(ctx), ctx)
-    prunable = [g for g in groups if g.prunable]
-    crit = get_criterion("l1")
-    kept_units = select_units(groups, {g.id: crit.score(g, ctx) for g in prunable}, ratio)
-    plan = make_plan("m", "l1", ratio, groups, kept_units, ctx, {})
-    pruned = apply_plan(work, ctx, plan, kept_spaces(groups, kept_units))
-    check_valid(pruned, m)
-    return pruned, plan
-
-
 def test_attention_head_dims_mode_keeps_heads_and_pins_the_scale() -> None:
     m = attention_model()
-    pruned, plan = prune_with_head_mode(m, "dims", 0.5)
+    pruned, plan, _ = spa.prune(m, ratio=0.5, prune_heads="dims")
+    onnx.checker.check_model(pruned, full_check=True)
     a = attrs_of(pruned, "Attention")
-    nq, nk, nv = (int(x) for x in a.get("qkv_hidden_sizes", [0, 0, 0]))  # type: ignore[union-attr]
-    width = init_shape(pruned, "qkv.w")[1]
+    cols = next(np.asarray(s.keep) for s in plan.slices if (s.initializer, s.axis) == ("qkv.w", 1))
+    nq, nk, nv = (int(np.count_nonzero((cols >= lo) & (cols < lo + D))) for lo in (0, D, 2 * D))
     assert a["num_heads"] == 4 and a["scale"] == pytest.approx(0.5)  # 1/sqrt(original head width 4)
-    assert width < 3 * D and (nq, nk) == (nq, nq) and nq % 4 == 0 and nv % 4 == 0
-    assert init_shape(pruned, "y.w")[0] == (nv or width // 3)
+    assert nq == nk and nq % 4 == 0 and nv % 4 == 0 and nq + nv < 2 * D  # the same dims go from every head
+    assert list(a.get("qkv_hidden_sizes", [nq, nk, nv])) == [nq, nk, nv]  # type: ignore[call-overload]
+    assert init_shape(pruned, "y.w")[0] == nv
     assert_masked_equivalent(m, pruned, plan)
 
 
 def test_attention_heads_left_alone_in_none_mode() -> None:
-    m = attention_model()
-    ctx = ModelContext.build(m)
-    ctx.head_mode = "none"
-    c = AttentionRule().couple(m.graph.node[1], ctx, ("qkv.w", 1))
-    assert c.blocks and "head granularity 'none'" in c.blocks[0].reason
+    g = group_of(analyze(attention_model(), prune_heads="none"), "o", 2)
+    assert any("head granularity 'none'" in r for r in g.blocked), g.blocked
 
 
 def test_attention_with_kv_cache_is_blocked() -> None:
@@ -296,12 +270,10 @@ def test_rotary_embedding_refuses_head_dims() -> None:
     m = ms_model([matmul("x", "q"), rot, matmul("r", "y")],
                  {"q.w": w(D, D), "y.w": w(D, 8), "cos": np.ones((8, 2), np.float32), "sin": np.zeros((8, 2), np.float32)},
                  {"y": [B, S, 8]}, int_inits={"pos": pos})
-    pruned, _ = prune_with_head_mode(m, "whole", 0.5)  # whole heads go
+    pruned, _, _ = spa.prune(m, ratio=0.5, prune_heads="whole")  # whole heads go
     assert init_shape(pruned, "q.w") == [D, 8]
-    ctx = ModelContext.build(m, onnx.shape_inference.infer_shapes(m))
-    ctx.head_mode = "dims"
-    c = rule_for(m.graph.node[1]).couple(m.graph.node[1], ctx, ("r", 2))  # type: ignore[union-attr]
-    assert c.blocks and "rotates pairs" in c.blocks[0].reason
+    g = group_of(analyze(m, prune_heads="dims"), "q.w", 1)
+    assert any("rotates pairs" in r and "RotaryEmbedding" in r for r in g.blocked), g.blocked
 
 
 def test_fused_matmul_prunes_like_matmul() -> None:
