@@ -14,8 +14,9 @@ so it works for a model from any exporter or framework, as long as every op is i
 Every float initializer becomes an ``nn.Parameter`` whose qualified name is the initializer's
 name (``layer1.0.conv1.weight`` is parameter ``weight`` of sub-module ``layer1.0.conv1``; a name
 that cannot be a module path is registered flat as ``initializer_<k>``: :meth:`OnnxModule.tensor`
-finds either). BatchNorm running statistics, integer initializers and the float inputs of
-Resize that are not data become buffers; ``Constant`` node values are non-persistent buffers.
+finds either). BatchNorm running statistics, integer initializers and the float inputs that are
+settings rather than weights (Clip bounds, Pow exponents, Pad values, Resize scales) become
+buffers; ``Constant`` node values are non-persistent buffers.
 So ``module.state_dict()`` is keyed by the initializer names and ``module.parameters()`` is what
 a torch model of the same layers would train.
 
@@ -49,7 +50,8 @@ __all__ = ["SUPPORTED_OPS", "OnnxModule", "convert"]
 SUPPORTED_OPS: frozenset[str] = frozenset(OPS)
 
 #: Inputs that are statistics or sizes rather than weights: registered as buffers, not parameters.
-_NOT_TRAINED = {"BatchNormalization": (3, 4), "Resize": (1, 2, 3), "Upsample": (1,)}
+_NOT_TRAINED = {"BatchNormalization": (3, 4), "Resize": (1, 2, 3), "Upsample": (1,), "Clip": (1, 2), "Pow": (1,),
+                "Pad": (1, 2, 3), "Range": (0, 1, 2), "ConstantOfShape": (0,)}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 

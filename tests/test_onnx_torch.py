@@ -271,7 +271,6 @@ def test_gradients_match_the_zoo_modules(name: str, exporter: str) -> None:
 def test_digits_classifiers(name: str, exporter: str, tmp_path: Path) -> None:
     """The benchmark classifiers (ResNet/VGG/MobileNet/ViT-style): outputs and gradients."""
     pytest.importorskip("onnxscript")
-    pytest.importorskip("scipy")
     from benchmarks.accuracy import MODELS
     from models.build_zoo import export_to
 
@@ -338,6 +337,36 @@ def test_training_a_converted_pruned_model_and_writing_it_back(tmp_path: Path) -
     with torch.no_grad():
         want = module(x).numpy()
     np.testing.assert_allclose(ort_run(trained, {"input": x.numpy()})[0], want, rtol=0, atol=1e-4)
+
+
+def test_back_to_framework_doc_example_runs(tmp_path: Path) -> None:
+    """docs/back-to-framework.md: prune a Flax model, fine-tune it in torch, write it back to ONNX."""
+    import os
+    import shutil
+
+    from sklearn.datasets import load_digits
+
+    doc = (ROOT / "docs" / "back-to-framework.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    src = "models/zoo/frameworks/flax_mlp.jax2onnx.onnx"
+    assert src in code
+    (tmp_path / src).parent.mkdir(parents=True)
+    shutil.copy(ROOT / src, tmp_path / src)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    digits = load_digits()
+    x, y = (digits.data[1200:] / 16.0).astype(np.float32), digits.target[1200:]  # held out by the example
+    tuned = onnx.load(str(tmp_path / "flax_mlp.finetuned.onnx"))
+    onnx.checker.check_model(tuned, full_check=True)
+    import spa
+
+    untrained, _, _ = spa.prune(ROOT / src, ratio=0.5)
+    name = untrained.graph.input[0].name
+    before = float((ort_run(untrained, {name: x})[0].argmax(1) == y).mean())
+    after = float((ort_run(tuned, {name: x})[0].argmax(1) == y).mean())
+    assert after > 0.8 and after > before + 0.5, (before, after)
 
 
 def test_to_onnx_materialises_untied_views() -> None:

@@ -236,7 +236,6 @@ def _trained_cnn(x: np.ndarray, y: np.ndarray) -> torch.nn.Module:
 
 
 def test_taylor_beats_random_on_a_trained_classifier() -> None:
-    pytest.importorskip("sklearn")
     x_train, x_test, y_train, y_test = _digits()
     model = _export(_trained_cnn(x_train, y_train), (1, 8, 8))
 
