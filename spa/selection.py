@@ -4,6 +4,10 @@
 * Global (``--global``): scores are divided by their group's mean, then the lowest
   ``floor(ratio · total)`` units across all groups are removed, each group keeping >= 1.
 * ``round_to=N``: the number of kept units is rounded *up* to a multiple of N (never above n).
+  ``round_to="auto"`` rounds to a multiple of :data:`AUTO_MULTIPLE` in groups of at least
+  :data:`AUTO_MIN_UNITS` units and not in smaller ones: onnxruntime's CPU convolutions run much
+  faster on channel counts that fill its vector blocks, while rounding a small group up would
+  undo most of its pruning (measured in ``docs/benchmarks.md``, "Channel rounding").
 
 Every member tensor keeps at least one index (see ``_cover_members``). Ties are broken by
 unit index, so the choice is deterministic.
@@ -25,8 +29,30 @@ def check_ratio(ratio: float) -> float:
     return float(ratio)
 
 
-def _round_keep(n_keep: int, n: int, round_to: int) -> int:
-    if round_to > 1:
+#: ``round_to="auto"``: multiples of this many units ...
+AUTO_MULTIPLE = 8
+#: ... in groups of at least this many units (at most 7 extra units, under 11 % of the group).
+AUTO_MIN_UNITS = 64
+
+
+def check_round_to(round_to: int | str) -> int | str:
+    """``"auto"`` or an integer >= 1 (also given as text, e.g. from the command line)."""
+    if isinstance(round_to, str):
+        if round_to.strip().lower() == "auto":
+            return "auto"
+        try:
+            round_to = int(round_to)
+        except ValueError:
+            raise InvalidArgumentError(f"--round-to must be 'auto' or an integer >= 1, got {round_to!r}") from None
+    if isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1:
+        raise InvalidArgumentError(f"--round-to must be 'auto' or an integer >= 1, got {round_to!r}")
+    return round_to
+
+
+def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
+    if round_to == "auto":
+        round_to = AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1
+    if round_to > 1:  # type: ignore[operator]
         n_keep = min(n, math.ceil(n_keep / round_to) * round_to)
     return max(1, min(n, n_keep))
 
@@ -42,12 +68,11 @@ def select_units(
     ratio: float,
     *,
     global_ranking: bool = False,
-    round_to: int = 1,
+    round_to: int | str = 1,
 ) -> dict[int, np.ndarray]:
     """Kept unit indices for every group in ``scores`` (those are the prunable ones)."""
     ratio = check_ratio(ratio)
-    if round_to < 1:
-        raise InvalidArgumentError(f"--round-to must be >= 1, got {round_to}")
+    round_to = check_round_to(round_to)
     by_id = {g.id: g for g in groups}
     for gid, s in scores.items():
         if s.shape != (by_id[gid].n_units,) or not np.all(np.isfinite(s)):
@@ -76,7 +101,7 @@ def _cover_members(group: Group, kept: np.ndarray, scores: np.ndarray) -> np.nda
     return np.union1d(kept, extra) if extra else kept
 
 
-def _select_global(scores: dict[int, np.ndarray], ratio: float, round_to: int) -> dict[int, np.ndarray]:
+def _select_global(scores: dict[int, np.ndarray], ratio: float, round_to: int | str) -> dict[int, np.ndarray]:
     gids = list(scores)
     norm = [scores[g] / (float(np.mean(np.abs(scores[g]))) or 1.0) for g in gids]
     flat = np.concatenate(norm) if norm else np.zeros(0)

@@ -100,6 +100,11 @@ _SEQUENCE_OUTPUTS = {"SplitToSequence", "SequenceConstruct", "SequenceInsert", "
                      "SequenceMap"}
 
 
+def has_holes(ctx: ModelContext) -> bool:
+    """Whether some tensor's rank or non-batch size is unknown (what measuring a model needs)."""
+    return bool(_holes(ctx))
+
+
 def _holes(ctx: ModelContext) -> list[str]:
     """Tensor outputs whose rank or a non-batch size is unknown."""
     out = []

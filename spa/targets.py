@@ -58,7 +58,7 @@ class TargetResult:
 
 
 def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndarray], *, target_macs: float | None = None,
-               target_params: float | None = None, global_ranking: bool = False, round_to: int = 1,
+               target_params: float | None = None, global_ranking: bool = False, round_to: int | str = 1,
                steps: int = 24) -> TargetResult:
     """The smallest ratio whose estimated cost is at most the target fraction of the original."""
     if (target_macs is None) == (target_params is None):
@@ -163,7 +163,7 @@ def bisect_ratio(meets: Callable[[float], bool], lo: float, hi: float, tolerance
 
 def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: list[Group],
                            scores: dict[int, np.ndarray], *, target_ms: float | None = None,
-                           target_speedup: float | None = None, global_ranking: bool = False, round_to: int = 1,
+                           target_speedup: float | None = None, global_ranking: bool = False, round_to: int | str = 1,
                            device: str = "cpu", threads: int = 0, seed: int = 0) -> TargetResult:
     """The smallest ratio (to :data:`RATIO_TOLERANCE`) whose pruned model measures at most
     ``target_ms`` ms, or at least ``target_speedup`` times faster than the original.

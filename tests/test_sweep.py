@@ -140,3 +140,16 @@ def test_cli_bad_input(run_spa, tmp_path: Path, extra: list[str], message: str) 
 def test_cli_missing_model(run_spa, tmp_path: Path) -> None:
     code, _, err = run_spa("sweep", tmp_path / "none.onnx", cwd=tmp_path)
     assert code == 1 and "no such file" in err and "Traceback" not in err
+
+
+def test_cuda_without_a_cuda_runtime_is_one_line(run_spa, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    for cmd in (["sweep", ZOO / "vgg_bn.ts.onnx", "--ratios", "0.3", "--device", "cuda"],
+                ["prune", ZOO / "vgg_bn.ts.onnx", "--target-speedup", "2", "--device", "cuda", "-o", "x.onnx"]):
+        code, _, err = run_spa(*cmd, cwd=tmp_path)
+        lines = [ln for ln in err.splitlines() if not ln.startswith("FAILED |")]
+        assert code == 1 and len(lines) == 1 and "CUDA provider" in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "x.onnx").exists()

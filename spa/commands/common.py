@@ -26,6 +26,16 @@ def ratio(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def round_to(text: str) -> int | str:
+    """``--round-to``: ``auto`` or an integer >= 1."""
+    from spa.selection import check_round_to
+
+    try:
+        return check_round_to(text)
+    except InvalidArgumentError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def count(text: str) -> int:
     from spa.gates import parse_count
 

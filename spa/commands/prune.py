@@ -9,7 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spa.commands.common import EXIT_OK, add_common, check_seed, count, emit, fraction, progress_bar, ratio
+from spa.commands.common import (
+    EXIT_OK,
+    add_common,
+    check_seed,
+    count,
+    emit,
+    fraction,
+    progress_bar,
+    ratio,
+    round_to,
+)
 from spa.errors import GateError, InvalidArgumentError, VerificationError
 
 PRUNE_BENCH_WARMUP, PRUNE_BENCH_RUNS = 3, 20  # `spa prune --bench`: quick, both models alike
@@ -105,7 +115,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
     p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
-    p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
+                   help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
+                        "64 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
     p.add_argument("--target-macs", type=ratio, metavar="F",

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from spa.commands.common import EXIT_OK, add_common, check_seed, emit, progress_bar
+from spa.commands.common import EXIT_OK, add_common, check_seed, emit, progress_bar, round_to
 from spa.errors import InvalidArgumentError
 
 
@@ -124,7 +124,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--criterion", default="l1",
                    help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation (default l1)")
     p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
-    p.add_argument("--round-to", type=int, default=1, help="keep channel counts multiples of N")
+    p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
+                   help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
+                        "64 channels (see spa prune)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
     p.add_argument("--prune-norm-axes", action="store_true",
