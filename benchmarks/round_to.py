@@ -1,4 +1,4 @@
-"""Channel rounding benchmark: CPU latency after pruning with ``--round-to 1``, ``8`` and ``16``.
+"""Channel rounding benchmark: CPU latency after pruning with ``--round-to 1``, ``8``, ``16`` and ``auto``.
 
 Every model is pruned in memory at ratio 0.4 (criterion l1) once per rounding; then the original
 and the pruned models are timed together by :func:`spa.bench.bench_models` (interleaved turns,
@@ -29,12 +29,13 @@ import onnx
 
 import spa
 from spa.bench import bench_models
+from spa.selection import check_round_to
 
 log = logging.getLogger("benchmarks.round_to")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ZOO = REPO_ROOT / "models" / "zoo"
-ROUNDINGS = (1, 8, 16)
+ROUNDINGS: tuple[int | str, ...] = (1, 8, 16, "auto")
 RATIO = 0.4
 LARGE = ("resnet50_like", "mobilenetv2_like")
 
@@ -44,14 +45,14 @@ class Row:
     model: str
     kind: str  # "zoo" or "large"
     original_ms: float
-    median_ms: dict[int, float] = field(default_factory=dict)
-    speedup: dict[int, float] = field(default_factory=dict)
-    ideal: dict[int, float] = field(default_factory=dict)
-    kept_fraction: dict[int, float] = field(default_factory=dict)  # params after / before
+    median_ms: dict[int | str, float] = field(default_factory=dict)
+    speedup: dict[int | str, float] = field(default_factory=dict)
+    ideal: dict[int | str, float] = field(default_factory=dict)
+    kept_fraction: dict[int | str, float] = field(default_factory=dict)  # params after / before
 
 
 def measure(path: Path, kind: str, threads: int, warmup: int, runs: int,
-            roundings: Sequence[int] = ROUNDINGS, ratio: float = RATIO) -> Row:
+            roundings: Sequence[int | str] = ROUNDINGS, ratio: float = RATIO) -> Row:
     original = spa.load_model(path)
     pruned, costs = [], {}
     for r in roundings:
@@ -77,7 +78,7 @@ def _gmean(values: Sequence[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def table(rows: Sequence[Row], roundings: Sequence[int] = ROUNDINGS) -> str:
+def table(rows: Sequence[Row], roundings: Sequence[int | str] = ROUNDINGS) -> str:
     head = ["model", "original ms"] + [f"round-to {r}: ms / speedup / ideal" for r in roundings]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
@@ -87,7 +88,7 @@ def table(rows: Sequence[Row], roundings: Sequence[int] = ROUNDINGS) -> str:
     return "\n".join(lines)
 
 
-def summary(rows: Sequence[Row], roundings: Sequence[int] = ROUNDINGS) -> str:
+def summary(rows: Sequence[Row], roundings: Sequence[int | str] = ROUNDINGS) -> str:
     head = ["models", "n"] + [f"round-to {r}: speedup / ideal / measured÷ideal" for r in roundings]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for kind, label in (("zoo", "zoo (32x32, batch 1)"), ("large", "ResNet-50 / MobileNetV2 shapes (224x224)")):
@@ -105,7 +106,8 @@ def summary(rows: Sequence[Row], roundings: Sequence[int] = ROUNDINGS) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.round_to", description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
-    p.add_argument("--roundings", type=int, nargs="+", default=list(ROUNDINGS), help="--round-to values (default 1 8 16)")
+    p.add_argument("--roundings", type=check_round_to, nargs="+", default=list(ROUNDINGS),
+                   help="--round-to values (default 1 8 16 auto)")
     p.add_argument("--ratio", type=float, default=RATIO, help=f"pruning ratio (default {RATIO})")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=30, help="timed runs per model (default 30)")

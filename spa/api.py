@@ -101,7 +101,7 @@ def prune(
     criterion: str = "l1",
     *,
     global_ranking: bool = False,
-    round_to: int | str = "auto",
+    round_to: int | str = 1,
     exclude: Sequence[str] = (),
     seed: int = 0,
     from_plan: Plan | None = None,

@@ -223,7 +223,7 @@ def sweep(
     *,
     criterion: str = "l1",
     global_ranking: bool = False,
-    round_to: int | str = "auto",
+    round_to: int | str = 1,
     exclude: Sequence[str] = (),
     seed: int = 0,
     stats: str = "auto",

@@ -117,7 +117,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
     p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
                    help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
-                        "64 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
+                        "16 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
     p.add_argument("--target-macs", type=ratio, metavar="F",

@@ -1,0 +1,77 @@
+"""--round-to auto (the command line's default): multiples of 8 in groups of >= 16 units."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import spa
+from spa.errors import InvalidArgumentError
+from spa.groups import Group
+from spa.selection import AUTO_MIN_UNITS, AUTO_MULTIPLE, check_round_to, select_units
+
+ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
+
+
+def _group(gid: int, n: int) -> Group:
+    return Group(id=gid, members=[(f"w{gid}", 0)], n_units=n, unit_of={(f"w{gid}", 0): np.arange(n)})
+
+
+@pytest.mark.parametrize("n,ratio", [(4, 0.4), (8, 0.4), (15, 0.5), (16, 0.4), (24, 0.3), (64, 0.4), (100, 0.45)])
+def test_auto_rounds_groups_of_16_or_more(n: int, ratio: float) -> None:
+    kept = len(select_units([_group(0, n)], {0: np.arange(float(n))}, ratio, round_to="auto")[0])
+    exact = n - math.floor(ratio * n)
+    if n >= AUTO_MIN_UNITS:
+        assert kept == min(n, math.ceil(exact / AUTO_MULTIPLE) * AUTO_MULTIPLE)
+        assert kept % AUTO_MULTIPLE == 0 or kept == n
+    else:
+        assert kept == exact
+
+
+@pytest.mark.parametrize("value,expected", [("auto", "auto"), ("AUTO", "auto"), ("8", 8), (16, 16), ("1", 1)])
+def test_check_round_to(value, expected) -> None:  # noqa: ANN001
+    assert check_round_to(value) == expected
+
+
+@pytest.mark.parametrize("value", ["0", 0, -8, "eight", "", 2.5, True])
+def test_check_round_to_refuses(value) -> None:  # noqa: ANN001
+    with pytest.raises(InvalidArgumentError):
+        check_round_to(value)
+
+
+def test_api_keeps_exact_ratios_by_default() -> None:
+    _, plan, _ = spa.prune(ZOO / "mobilenetv2.ts.onnx", ratio=0.4)
+    assert plan.options["round_to"] == 1
+    assert all(g.kept_units == g.units - math.floor(0.4 * g.units) for g in plan.groups if g.status == "pruned")
+
+
+def test_cli_defaults_to_auto(run_spa, tmp_path: Path) -> None:
+    shutil.copy(ZOO / "mobilenetv2.ts.onnx", tmp_path / "m.onnx")
+    code, _, err = run_spa("prune", "m.onnx", "--ratio", "0.4", "--plan", "p.json", "-o", "a.onnx", cwd=tmp_path)
+    assert code == 0, err
+    plan = json.loads((tmp_path / "p.json").read_text())
+    assert plan["options"]["round_to"] == "auto"
+    pruned = [g for g in plan["groups"] if g["status"] == "pruned"]
+    assert pruned and all(g["kept_units"] % 8 == 0 for g in pruned if g["units"] >= 16)
+    assert any(g["units"] >= 16 and g["kept_units"] != g["units"] - math.floor(0.4 * g["units"]) for g in pruned)
+    code, _, err = run_spa("prune", "m.onnx", "--ratio", "0.4", "--round-to", "1", "--plan", "q.json", "-o", "b.onnx",
+                           cwd=tmp_path)
+    assert code == 0, err
+    exact = json.loads((tmp_path / "q.json").read_text())
+    assert all(g["kept_units"] == g["units"] - math.floor(0.4 * g["units"]) for g in exact["groups"]
+               if g["status"] == "pruned")
+    code, _, err = run_spa("prune", "m.onnx", "--round-to", "eight", cwd=tmp_path)
+    assert code == 2 and "--round-to" in err and "Traceback" not in err
+
+
+def test_round_to_from_a_settings_file(run_spa, tmp_path: Path) -> None:
+    shutil.copy(ZOO / "mobilenetv2.ts.onnx", tmp_path / "m.onnx")
+    (tmp_path / "spa.toml").write_text("round-to = 1\n")
+    code, _, err = run_spa("prune", "m.onnx", "--plan", "p.json", "-o", "a.onnx", cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads((tmp_path / "p.json").read_text())["options"]["round_to"] == 1
