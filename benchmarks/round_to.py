@@ -28,6 +28,8 @@ from pathlib import Path
 import onnx
 
 import spa
+import spa.api
+from spa import selection
 from spa.bench import bench_models
 from spa.selection import check_round_to
 
@@ -56,7 +58,7 @@ def measure(path: Path, kind: str, threads: int, warmup: int, runs: int,
     original = spa.load_model(path)
     pruned, costs = [], {}
     for r in roundings:
-        model, _, report = spa.prune(original, ratio=ratio, round_to=r)
+        model, _, report = _prune(original, ratio, r)
         pruned.append(model)
         costs[r] = report
     results = bench_models([original, *pruned], names=["original", *(f"round-to {r}" for r in roundings)],
@@ -72,6 +74,25 @@ def measure(path: Path, kind: str, threads: int, warmup: int, runs: int,
     log.info("%s: original %.3f ms; %s", path.name, base.median_ms,
              ", ".join(f"round-to {r}: {row.speedup[r]:.2f}x (ideal {row.ideal[r]:.2f}x)" for r in roundings))
     return row
+
+
+def _prune(model: onnx.ModelProto, ratio: float, rounding: int | str) -> spa.api.PruneResult:
+    """``spa.prune`` with ``round_to=rounding``; ``"auto>=N"`` is auto with N as its minimum group size."""
+    if isinstance(rounding, str) and rounding.startswith("auto>="):
+        saved = selection.AUTO_MIN_UNITS
+        selection.AUTO_MIN_UNITS = int(rounding[len("auto>="):])
+        try:
+            return spa.prune(model, ratio=ratio, round_to="auto")
+        finally:
+            selection.AUTO_MIN_UNITS = saved
+    return spa.prune(model, ratio=ratio, round_to=rounding)
+
+
+def _rounding(text: str) -> int | str:
+    """A --round-to value, or ``auto>=N``: auto rounding in groups of at least N units (to compare policies)."""
+    if text.startswith("auto>=") and text[len("auto>="):].isdigit():
+        return text
+    return check_round_to(text)
 
 
 def _gmean(values: Sequence[float]) -> float:
@@ -106,8 +127,9 @@ def summary(rows: Sequence[Row], roundings: Sequence[int | str] = ROUNDINGS) -> 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.round_to", description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads (default 2)")
-    p.add_argument("--roundings", type=check_round_to, nargs="+", default=list(ROUNDINGS),
-                   help="--round-to values (default 1 8 16 auto)")
+    p.add_argument("--roundings", type=_rounding, nargs="+", default=list(ROUNDINGS),
+                   help="--round-to values (default 1 8 16 auto); auto>=N compares auto with another minimum "
+                        f"group size than {selection.AUTO_MIN_UNITS}")
     p.add_argument("--ratio", type=float, default=RATIO, help=f"pruning ratio (default {RATIO})")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--runs", type=int, default=30, help="timed runs per model (default 30)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,6 +180,7 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
     from spa.bench import bench_model, bench_models, resolve_shapes
     from spa.runtime import random_inputs
 
+    started = time.perf_counter()
     if (target_ms is None) == (target_speedup is None):
         raise InvalidArgumentError("give exactly one of --target-latency and --target-speedup")
     if target_ms is not None and not (target_ms > 0 and math.isfinite(target_ms)):
@@ -214,6 +216,7 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
             baseline = bench_model(model, name="original", **bench_kw).median_ms
         log.info("the original (%.3f ms) already meets the target: nothing to prune", baseline)
         details = _details(target_ms, target_speedup, baseline, None, trials, device, threads)
+        details["seconds"] = time.perf_counter() - started
         kind, target = ("latency", target_ms) if target_ms is not None else ("speedup", target_speedup)
         return TargetResult(kind, float(target), 0.0, baseline if target_ms is not None else 1.0,  # type: ignore[arg-type]
                             kept_at(0.0), details)
@@ -234,6 +237,7 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
         ratio = bisect_ratio(meets, lo, MAX_RATIO)
     final = next(t for t in reversed(trials) if t.ratio == ratio)
     details = _details(target_ms, target_speedup, final.baseline_ms, final, trials, device, threads)
+    details["seconds"] = time.perf_counter() - started
     kind, target, achieved = (("latency", target_ms, final.median_ms) if target_ms is not None
                               else ("speedup", target_speedup, final.speedup))
     return TargetResult(kind, float(target), ratio, achieved, kept_at(ratio), details)  # type: ignore[arg-type]
