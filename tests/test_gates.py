@@ -69,6 +69,8 @@ def gates_of(rep: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 OUTS = ("-o", "out.onnx", "--plan", "p.json", "--report", "r.json", "--markdown", "r.md")
+#: Exact ratios (the command line rounds to multiples of 8 by default): the counts below assume them.
+EXACT = ("--round-to", "1")
 
 
 # ---- counts --------------------------------------------------------------------------------
@@ -92,7 +94,7 @@ def test_parse_count_suffixes() -> None:
 
 def test_size_suffixes_on_the_command_line(run_spa: Run, work: Path) -> None:
     res = run_spa("prune", "m.onnx", "--max-params", "40k", "--max-macs", "0.0073G", "--report", "r.json",
-                  "-o", "out.onnx", cwd=work)
+                  "-o", "out.onnx", *EXACT, cwd=work)
     ok(res)
     g = gates_of(report(work))
     assert g["max-params"] == {"name": "max-params", "value": 17480, "limit": 40000, "op": "<=", "passed": True}
@@ -111,7 +113,7 @@ def test_bad_count_is_a_usage_error(run_spa: Run, work: Path) -> None:
 
 
 def test_max_params_and_max_macs_pass(run_spa: Run, work: Path) -> None:
-    res = run_spa("prune", "m.onnx", "--max-params", "17480", "--max-macs", "7.3M", *OUTS, cwd=work)
+    res = run_spa("prune", "m.onnx", "--max-params", "17480", "--max-macs", "7.3M", *OUTS, *EXACT, cwd=work)
     ok(res)
     g = gates_of(report(work))
     assert g["max-params"]["passed"] and g["max-macs"]["passed"] and report(work)["gates_passed"] is True
@@ -120,14 +122,14 @@ def test_max_params_and_max_macs_pass(run_spa: Run, work: Path) -> None:
 
 def test_max_params_fails_and_writes_nothing(run_spa: Run, work: Path) -> None:
     before = listing(work)
-    res = run_spa("prune", "m.onnx", "--max-params", "10k", *OUTS, cwd=work)
+    res = run_spa("prune", "m.onnx", "--max-params", "10k", *OUTS, *EXACT, cwd=work)
     gate_failed(res, work, before, "max-params: 17,480 > 10,000")
     assert "FAIL" in res.stdout  # the console table still shows the gates
 
 
 def test_max_macs_fails_and_writes_nothing(run_spa: Run, work: Path) -> None:
     before = listing(work)
-    res = run_spa("prune", "m.onnx", "--max-macs", "7.2M", "--max-params", "1M", *OUTS, cwd=work)
+    res = run_spa("prune", "m.onnx", "--max-macs", "7.2M", "--max-params", "1M", *OUTS, *EXACT, cwd=work)
     line = gate_failed(res, work, before, "max-macs: 7,239,880 > 7,200,000")
     assert "max-params" not in line  # only failed gates are in the reason
 
@@ -200,7 +202,7 @@ def test_min_accuracy(run_spa: Run, work: Path, labelled: Path) -> None:
         (work / f).unlink()
     before = listing(work)
     res = run_spa("prune", "m.onnx", "--ratio", "0.4", "--eval", "eval.npz", "--min-accuracy", "0.99", *OUTS,
-                  cwd=work)
+                  *EXACT, cwd=work)
     gate_failed(res, work, before, "min-accuracy: ", "< 99.00%")
 
 
@@ -235,7 +237,7 @@ def test_reports_on_fail_and_dry_run(run_spa: Run, work: Path) -> None:
 
 def test_markdown_summary(run_spa: Run, work: Path) -> None:
     res = run_spa("prune", "m.onnx", "--ratio", "0.4", "--max-params", "40k", "--max-drift", "10",
-                  "--min-speedup", "0.01", "-o", "small.onnx", "--markdown", "pr.md", cwd=work)
+                  "--min-speedup", "0.01", "-o", "small.onnx", "--markdown", "pr.md", *EXACT, cwd=work)
     ok(res)
     md = (work / "pr.md").read_text()
     assert md.startswith("### ✅ SPA: all 3 gates passed for `m.onnx`")
