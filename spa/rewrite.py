@@ -7,6 +7,7 @@ otherwise :class:`~spa.errors.RewriteError` is raised and nothing is written.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -93,28 +94,37 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
     if serialized_size(pruned) > LARGE_MODEL_BYTES:
         _check_large(pruned, original, device)
         return
-    data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
-    try:
-        onnx.checker.check_model(data, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        if original is None or _passes_full_check(original):
-            raise RewriteError(
-                f"the pruned model fails onnx.checker ({_first_line(exc)}); nothing was written. "
-                "This is a bug in SPA: please report it; --exclude can skip the offending layer"
-            ) from None
-        log.warning("the input model itself fails the full onnx check; checked structure only")
-        onnx.checker.check_model(pruned, full_check=False)
     from spa.runtime import make_session, random_inputs, run
 
+    data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
+    _check_structure(data, pruned, original)
+    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)))
+
+
+_BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
+
+
+def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
+                     original: onnx.ModelProto | str | None) -> None:
+    """The full checker on ``checked`` (the pruned model, serialized or weightless). When the
+    input model itself fails the full check, only the structure of ``checked`` is checked."""
     try:
-        run(make_session(data, device), random_inputs(pruned, seed=0))
+        onnx.checker.check_model(checked, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        if original is None or _passes_full_check(original):
+            raise RewriteError(f"the pruned model fails onnx.checker ({_first_line(exc)}); {_BUG}") from None
+        log.warning("the input model itself fails the full onnx check; checked structure only")
+        onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
+
+
+def _check_runs(run_once: Callable[[], object]) -> None:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise."""
+    try:
+        run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
-        raise RewriteError(
-            f"the pruned model does not run in onnxruntime ({_first_line(exc)}); nothing was written. "
-            "This is a bug in SPA: please report it; --exclude can skip the offending layer"
-        ) from None
+        raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
 
 
 def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
@@ -126,25 +136,8 @@ def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None
     from spa.runtime import random_inputs, run
     from spa.shapes import ShapeProbe, weightless
 
-    try:
-        onnx.checker.check_model(weightless(pruned), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        if original is None or _passes_full_check(original):
-            raise RewriteError(
-                f"the pruned model fails onnx.checker ({_first_line(exc)}); nothing was written. "
-                "This is a bug in SPA: please report it; --exclude can skip the offending layer"
-            ) from None
-        log.warning("the input model itself fails the full onnx check; checked structure only")
-        onnx.checker.check_model(weightless(pruned), full_check=False)
-    try:
-        run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0))  # type: ignore[arg-type]
-    except SpaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
-        raise RewriteError(
-            f"the pruned model does not run in onnxruntime ({_first_line(exc)}); nothing was written. "
-            "This is a bug in SPA: please report it; --exclude can skip the offending layer"
-        ) from None
+    _check_structure(weightless(pruned), pruned, original)
+    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)))  # type: ignore[arg-type]
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

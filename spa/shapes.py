@@ -138,14 +138,20 @@ def _probe_shapes(model: onnx.ModelProto, run_index: int) -> dict[str, list[int]
 
 
 def _reshape_ends(ctx: ModelContext) -> list[str]:
-    """Inputs and outputs of Reshapes with an unknown size: their concrete sizes pair axes."""
+    """Inputs and outputs of the Reshapes whose static shapes cannot pair their axes (a dynamic
+    size past axis 0, or a batch merged with another axis): their concrete sizes pair them.
+    A Reshape whose only unknown size is a batch axis kept as is needs no run."""
+    from spa.rules.layout import _segments
+
     out = []
     for node in ctx.model.graph.node:
-        if node.op_type == "Reshape":
-            for t in (node.input[0], node.output[0]):
-                s = ctx.shapes.get(t)
-                if (s is None or None in s) and not ctx.is_constant(t):
-                    out.append(t)
+        if node.op_type != "Reshape":
+            continue
+        ends = (node.input[0], node.output[0])
+        shapes = [ctx.shapes.get(t) for t in ends]
+        if all(s is not None and None not in s[1:] for s in shapes) and _segments(*shapes) is not None:
+            continue
+        out += [t for t, s in zip(ends, shapes) if (s is None or None in s) and not ctx.is_constant(t)]
     return out
 
 
@@ -156,7 +162,8 @@ def complete_with_runtime(ctx: ModelContext) -> int:
     (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``.
     """
     holes = _holes(ctx)
-    ends = [t for t in _reshape_ends(ctx) if t not in holes]
+    known_holes = set(holes)
+    ends = [t for t in dict.fromkeys(_reshape_ends(ctx)) if t not in known_holes]
     if not holes and not ends:
         return 0
     size = sum(int(np.prod(t.dims, dtype=np.int64)) for t in ctx.initializers.values() if t.data_type in FLOAT_TYPES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,3 +44,15 @@ def zoo() -> Path:
 def run_spa_fixture() -> Callable[..., SpaRun]:
     """The :func:`run_spa` helper, as a fixture."""
     return run_spa
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """One torch intra-op thread: on a shared 2-core machine, more threads make torch many times
+    slower. Modules that train or differentiate use it with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -34,13 +34,7 @@ ZOO_FILES = sorted((ROOT / "models" / "zoo").glob("*.onnx"))
 OTHER_FILES = sorted(p for d in ("frameworks", "hf", "transformers") for p in (ROOT / "models" / "zoo" / d).glob("*.onnx"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, more threads make torch many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

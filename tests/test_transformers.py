@@ -111,3 +111,10 @@ def test_ratio_04_removes_30_percent_of_macs(name: str, norm_axes: bool) -> None
     assert report.verification is not None and report.verification["passed"]
     if norm_axes:
         assert plan.inexact and any("ReduceMean" in m for m in plan.inexact)  # RMSNorm, decomposed
+
+
+def test_unknown_head_granularity_is_refused(run_spa) -> None:  # noqa: ANN001 - conftest fixture
+    with pytest.raises(spa.errors.InvalidArgumentError, match="--prune-heads"):
+        spa.analyze(ZOO / "bert_nn.ts.onnx", prune_heads="heads")
+    res = run_spa("prune", ZOO / "bert_nn.ts.onnx", "--prune-heads", "heads", "--dry-run")
+    assert res.returncode == 2 and "--prune-heads" in res.stderr and "Traceback" not in res.stderr

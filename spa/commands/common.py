@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from spa.errors import InvalidArgumentError
 
@@ -84,3 +86,30 @@ def shape(text: str) -> tuple[str, list[int]]:
 def check_seed(seed: int) -> None:
     if seed < 0:
         raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")
+
+
+def check_outputs(outputs: dict[str, str | Path], inputs: list[str]) -> None:
+    """Every output path (keyed by its flag) is writable, none is an input, no two are one file."""
+    from spa.io import check_output_path
+
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        check_output_path(path, *inputs)
+        key = Path(path).resolve()
+        if key in seen:
+            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
+        seen[key] = flag
+
+
+def load_side_inputs(model: object, calib: str | None, eval_path: str | None) -> tuple[Any, Any]:
+    """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
+    calib_data = eval_data = None
+    if calib:
+        from spa.calib import load_calibration
+
+        calib_data = load_calibration(calib, model)  # type: ignore[arg-type]
+    if eval_path:
+        from spa.gates import load_eval
+
+        eval_data = load_eval(eval_path, model)  # type: ignore[arg-type]
+    return calib_data, eval_data

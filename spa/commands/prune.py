@@ -12,15 +12,17 @@ from typing import Any
 from spa.commands.common import (
     EXIT_OK,
     add_common,
+    check_outputs,
     check_seed,
     count,
     emit,
     fraction,
+    load_side_inputs,
     progress_bar,
     ratio,
     round_to,
 )
-from spa.errors import GateError, InvalidArgumentError, VerificationError
+from spa.errors import GateError, VerificationError
 
 PRUNE_BENCH_WARMUP, PRUNE_BENCH_RUNS = 3, 20  # `spa prune --bench`: quick, both models alike
 
@@ -184,34 +186,17 @@ def _add_gates(p: argparse.ArgumentParser) -> None:
 
 def _check_outputs(args: argparse.Namespace, out: Path | None) -> None:
     """Every output path is writable, none is an input, and no two are the same file."""
-    from spa.io import check_output_path
-
     inputs = [args.model] + [f for f in (args.from_plan, args.calib, args.eval, getattr(args, "config_file", None)) if f]
     outputs: dict[str, str | Path] = {"-o/--output": out} if out is not None else {}
     for flag, path in (("--plan", args.plan), ("--report", args.report), ("--markdown", args.markdown)):
         if path:
             outputs[flag] = path
-    seen: dict[Path, str] = {}
-    for flag, path in outputs.items():
-        check_output_path(path, *inputs)
-        key = Path(path).resolve()
-        if key in seen:
-            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
-        seen[key] = flag
+    check_outputs(outputs, inputs)
 
 
 def _side_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
     """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
-    calib = eval_data = None
-    if args.calib:
-        from spa.calib import load_calibration
-
-        calib = load_calibration(args.calib, model)
-    if args.eval:
-        from spa.gates import load_eval
-
-        eval_data = load_eval(args.eval, model)
-    return calib, eval_data
+    return load_side_inputs(model, args.calib, args.eval)
 
 
 def _calib_labels(args: argparse.Namespace, model: Any) -> Any:

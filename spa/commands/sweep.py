@@ -7,7 +7,16 @@ import json
 import sys
 from pathlib import Path
 
-from spa.commands.common import EXIT_OK, add_common, check_seed, emit, progress_bar, round_to
+from spa.commands.common import (
+    EXIT_OK,
+    add_common,
+    check_outputs,
+    check_seed,
+    emit,
+    load_side_inputs,
+    progress_bar,
+    round_to,
+)
 from spa.errors import InvalidArgumentError
 
 
@@ -20,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     are compared with the original's on that data (drift, top-1 agreement); with --eval, top-1
     accuracy. Prints a table; --csv, --table, --json and --plot (PNG) write it to files.
     """
-    from spa.io import check_output_path, load_model, write_bytes_atomic
+    from spa.io import load_model, write_bytes_atomic
     from spa.sweep import parse_ratios, plot, sweep
 
     ratios = parse_ratios(args.ratios)
@@ -35,24 +44,10 @@ def run(args: argparse.Namespace) -> int:
     inputs = [args.model] + [f for f in (args.calib, args.eval) if f]
     outputs = {flag: path for flag, path in (("--csv", args.csv), ("--table", args.table),
                                              ("--json-out", args.json_out), ("--plot", args.plot)) if path}
-    seen: dict[Path, str] = {}
-    for flag, path in outputs.items():
-        check_output_path(path, *inputs)
-        key = Path(path).resolve()
-        if key in seen:
-            raise InvalidArgumentError(f"{path}: {flag} and {seen[key]} name the same file; give them different paths")
-        seen[key] = flag
+    check_outputs(outputs, inputs)
     if args.plot:
         _check_matplotlib()
-    calib = eval_data = None
-    if args.calib:
-        from spa.calib import load_calibration
-
-        calib = load_calibration(args.calib, model)
-    if args.eval:
-        from spa.gates import load_eval
-
-        eval_data = load_eval(args.eval, model)
+    calib, eval_data = load_side_inputs(model, args.calib, args.eval)
     result = sweep(model, ratios, criterion=args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, stats=args.stats, calib=calib,
                    calib_name=args.calib or "--calib", eval_data=eval_data, prune_norm_axes=args.prune_norm_axes,

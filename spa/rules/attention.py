@@ -30,7 +30,7 @@ from spa.graph import ModelContext, Space, attr, node_label
 from spa.rules.base import Coupling, dim_or_block, position
 
 HEAD_MODES = ("whole", "dims", "none")
-_PASS_THROUGH = ("Identity", "Contiguous", "Cast")
+_PASS_THROUGH = ("Identity", "Cast")
 _MAX_TRACE = 16
 
 
@@ -138,7 +138,6 @@ def couple_batched_matmul(ctx: ModelContext, node: onnx.NodeProto, space: Space)
     if ra < 2 or rb < 2:
         return c.block(space, f"{node_label(node)} multiplies a vector; its axes are not followed")
     side, idx = position(node, space[0])
-    rank = {a: ra, b: rb, y: ry}[space[0]]
     # Map the asked axis to a "role": ("batch", output axis), ("k",), ("rows",) or ("cols",).
     ax = space[1]
     if side == "out":
@@ -147,7 +146,6 @@ def couple_batched_matmul(ctx: ModelContext, node: onnx.NodeProto, space: Space)
         role = ("k",) if ax == ra - 1 else ("rows",) if ax == ra - 2 else ("batch", ax + ry - ra)
     else:
         role = ("k",) if ax == rb - 2 else ("cols",) if ax == rb - 1 else ("batch", ax + ry - rb)
-    del rank
     if role[0] == "batch":
         members = [(y, role[1])]
         for t, rt in ((a, ra), (b, rb)):

@@ -27,13 +27,7 @@ ZOO = ROOT / "models" / "zoo"
 GRADIENT = ("taylor", "snip", "grasp", "crop")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, more threads make torch many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def labelled(n: int, seed: int = 0, shape: tuple[int, ...] = (3, 32, 32)) -> tuple[dict[str, np.ndarray], np.ndarray]:
