@@ -229,6 +229,8 @@ def sweep(
     stats: str = "auto",
     calib: Mapping[str, np.ndarray] | None = None,
     calib_name: str = "--calib",
+    labels: np.ndarray | None = None,
+    loss: str = "cross-entropy",
     eval_data: Mapping[str, np.ndarray] | None = None,
     prune_norm_axes: bool = False,
     bench: bool = True,
@@ -243,7 +245,8 @@ def sweep(
 
     ``bench`` times the original and every pruned model in one interleaved onnxruntime run
     (``warmup`` and ``runs`` each, ``threads`` intra-op threads, ``device``). ``calib`` (arrays
-    keyed by input name) adds drift and top-1 agreement against the original; ``eval_data``
+    keyed by input name) adds drift and top-1 agreement against the original, and with ``labels``
+    and ``loss`` it feeds the gradient criteria as in :func:`spa.prune`; ``eval_data``
     (the same plus ``labels``) adds top-1 accuracy. ``keep_models`` keeps the pruned models in
     the result (``result.models``). Raises :class:`~spa.errors.SpaError` subclasses for bad input.
     """
@@ -268,7 +271,7 @@ def sweep(
         t1 = time.perf_counter()
         pruned, _, report = prune(original, r, criterion, global_ranking=global_ranking, round_to=round_to,
                                   exclude=exclude, seed=seed, device=device, stats=stats, calib=calib,
-                                  prune_norm_axes=prune_norm_axes)
+                                  labels=labels, loss=loss, prune_norm_axes=prune_norm_axes)
         if not points:
             points.append(SweepPoint(0.0, report.before.params, report.before.macs, report.before.size_bytes))
             if report.groups_prunable == 0:

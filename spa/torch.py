@@ -8,7 +8,8 @@
 This needs the plan's tensor names to be the module's parameter and buffer names, which is what
 both torch exporters write when nothing renames them: ``torch.onnx.export(..., dynamo=False,
 do_constant_folding=False)`` (constant folding fuses Conv+BatchNorm into new, unnamed weights)
-or ``torch.onnx.export(..., dynamo=True)``.
+or ``torch.onnx.export(..., dynamo=True, optimize=False)`` (the optimizer, on by default, also
+folds BatchNorm into Conv).
 
 Only stored tensors and the attributes of standard layers (Conv/ConvTranspose, BatchNorm and
 InstanceNorm, Linear, LayerNorm, PReLU, Embedding) are updated. Sizes written in ``forward``
@@ -39,7 +40,8 @@ __all__ = ["apply_plan"]
 _NAME_HINT = (
     "the plan's tensor names must be the module's parameter/buffer names; the TorchScript exporter "
     "with do_constant_folding=False (torch.onnx.export(..., dynamo=False, do_constant_folding=False)) "
-    "and the dynamo exporter (dynamo=True) keep them"
+    "and the dynamo exporter with optimize=False (dynamo=True, optimize=False) keep them; both fold "
+    "BatchNorm into Conv otherwise"
 )
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

@@ -115,6 +115,22 @@ def test_cli_json_without_bench(run_spa, tmp_path: Path) -> None:
     assert doc["points"][1]["params"] < doc["points"][0]["params"]
 
 
+def test_cli_gradient_criterion_takes_labels(run_spa, tmp_path: Path, calib: dict[str, np.ndarray]) -> None:
+    np.savez(tmp_path / "calib.npz", input=calib["input"], labels=np.arange(len(calib["input"])) % 10)
+    args = ("sweep", ZOO / "vgg_bn.ts.onnx", "--ratios", "0.3,0.6", "--no-bench", "--json", "-q",
+            "--criterion", "taylor", "--calib", "calib.npz", "--round-to", "1")
+    code, out, err = run_spa(*args, cwd=tmp_path)
+    assert code == 0, err
+    points = json.loads(out)["points"]
+    for p in points[1:]:
+        _, _, report = spa.prune(ZOO / "vgg_bn.ts.onnx", p["ratio"], "taylor", calib=calib,
+                                 labels=np.arange(len(calib["input"])) % 10)
+        assert (p["params"], p["macs"]) == (report.after.params, report.after.macs)
+        assert p["drift"] > 0
+    code, _, err = run_spa(*args, "--loss", "mse", cwd=tmp_path)
+    assert code == 1 and "mse" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--ratios", "0.1:0.9:0"], "step must be > 0"),
     (["--ratios", "0.5,1.5"], "in [0, 1)"),

@@ -21,6 +21,28 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="count", default=0, help="less output (-qq: errors only)")
 
 
+DEFAULT_CRITERION = "l1"
+
+
+def add_criterion_args(p: argparse.ArgumentParser) -> None:
+    """``--criterion`` and ``--loss``, shared by the commands that score channels."""
+    p.add_argument("--criterion", default=DEFAULT_CRITERION,
+                   help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation; "
+                        f"with labelled --calib data: taylor, snip, grasp, crop (default {DEFAULT_CRITERION})")
+    p.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"],
+                   help="loss on the first output for the gradient criteria (default cross-entropy: labels are "
+                        "class indices)")
+
+
+def calib_targets(path: str | None, model: Any) -> Any:
+    """The 'labels' (or 'targets') of --calib data, for the gradient criteria; None without them."""
+    if not path:
+        return None
+    from spa.calib import load_targets
+
+    return load_targets(path, model)
+
+
 def ratio(text: str) -> float:
     try:
         return float(text)

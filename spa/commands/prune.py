@@ -12,6 +12,8 @@ from typing import Any
 from spa.commands.common import (
     EXIT_OK,
     add_common,
+    add_criterion_args,
+    calib_targets,
     check_outputs,
     check_seed,
     count,
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
     calib, eval_data = _side_inputs(args, model)
-    labels = _calib_labels(args, model)
+    labels = calib_targets(args.calib, model)
     del model  # prune loads the file and prunes it in place: this copy would double the weights in memory
     result = prune(args.model, args.ratio, args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
@@ -111,8 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
-    p.add_argument("--criterion", default="l1", help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation; "
-                   "with labelled --calib data: taylor, snip, grasp, crop (default l1)")
+    add_criterion_args(p)
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
@@ -138,8 +139,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also prune groups a LayerNorm normalises over (approximate: verify reports drift)")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy; "
                    "plus 'labels' (or 'targets') for taylor, snip, grasp and crop")
-    p.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"],
-                   help="loss on the first output for the gradient criteria (default cross-entropy: labels are class indices)")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
                    help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
@@ -197,15 +196,6 @@ def _check_outputs(args: argparse.Namespace, out: Path | None) -> None:
 def _side_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
     """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
     return load_side_inputs(model, args.calib, args.eval)
-
-
-def _calib_labels(args: argparse.Namespace, model: Any) -> Any:
-    """The 'labels' (or 'targets') of --calib data, for the gradient criteria; None without them."""
-    if not args.calib:
-        return None
-    from spa.calib import load_targets
-
-    return load_targets(args.calib, model)
 
 
 def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_dict: dict[str, Any]) -> None:

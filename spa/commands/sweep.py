@@ -10,6 +10,8 @@ from pathlib import Path
 from spa.commands.common import (
     EXIT_OK,
     add_common,
+    add_criterion_args,
+    calib_targets,
     check_outputs,
     check_seed,
     emit,
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     calib, eval_data = load_side_inputs(model, args.calib, args.eval)
     result = sweep(model, ratios, criterion=args.criterion, global_ranking=args.global_ranking,
                    round_to=args.round_to, exclude=args.exclude, seed=args.seed, stats=args.stats, calib=calib,
-                   calib_name=args.calib or "--calib", eval_data=eval_data, prune_norm_axes=args.prune_norm_axes,
+                   calib_name=args.calib or "--calib", labels=calib_targets(args.calib, model), loss=args.loss,
+                   eval_data=eval_data, prune_norm_axes=args.prune_norm_axes,
                    bench=not args.no_bench, device=args.device, threads=args.threads, warmup=args.warmup,
                    runs=args.runs, progress=progress_bar())
     result.model = args.model
@@ -116,8 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratios", default="0.1:0.7:0.1", metavar="R",
                    help="START:STOP:STEP with STOP included (default 0.1:0.7:0.1), or a list 0.2,0.4,0.6")
-    p.add_argument("--criterion", default="l1",
-                   help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation (default l1)")
+    add_criterion_args(p)
     p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
     p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
                    help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
@@ -128,7 +130,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also prune groups a LayerNorm normalises over (approximate)")
     p.add_argument("--calib", metavar="DATA",
                    help="calibration inputs (.npz keyed by input name, or a folder of <input>.npy): adds drift and "
-                        "top-1 agreement against the original; also obspa's statistics with --stats data")
+                        "top-1 agreement against the original; also obspa's statistics with --stats data, plus "
+                        "'labels' (or 'targets') for taylor, snip, grasp and crop")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
                    help="obspa statistics (see spa prune)")
     p.add_argument("--eval", metavar="DATA.npz", help="labelled data (see spa prune --eval): adds top-1 accuracy")
