@@ -906,6 +906,11 @@ def _size_readers(ctx: ModelContext, shape_out: str, pos: int) -> str | None:
                 frontier.append((user.output[0], set(range(n_out)) if ctx.dim(t, 0) == 1 else positions))
             elif op in ("Shape", "Size"):
                 continue
+            elif op == "Where" and k == 2 and _where_minus_one(ctx, user) == t:
+                # TorchScript's expand target Where(Equal(T, -1), 1, T): T's sizes pass through
+                frontier.append((user.output[0], positions))
+            elif op == "Equal" and _minus_one_test(ctx, user, t):
+                continue  # only asks "is it -1?" for such a Where: a pruned size never is
             elif op in ("Div", "Mul", "Add", "Sub") and ctx.dtypes.get(user.output[0]) in _INT_TYPES:
                 # Integer arithmetic on sizes (C // groups of a channel shuffle) still ends in a
                 # shape: the target's rule freezes or rewrites it.
@@ -914,6 +919,14 @@ def _size_readers(ctx: ModelContext, shape_out: str, pos: int) -> str | None:
             else:
                 return node_label(user)
     return "a long chain of shape computations"
+
+
+def _minus_one_test(ctx: ModelContext, node: onnx.NodeProto, t: str) -> bool:
+    """True when ``node`` is the ``Equal(T, -1)`` whose every reader is a ``Where(., 1, T)``
+    (:func:`_where_minus_one`): the comparison only decides where a -1 becomes a 1."""
+    users = ctx.consumers.get(node.output[0], [])
+    return bool(users) and all(list(w.input).index(node.output[0]) == 0 and _where_minus_one(ctx, w) == t
+                               for w in users)
 
 
 _INT_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
