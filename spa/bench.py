@@ -41,9 +41,9 @@ import onnx
 
 from spa.errors import InvalidArgumentError, SpaError
 from spa.graph import ModelContext
-from spa.io import check_is_model, load_model
+from spa.io import check_is_model, load_model, write_external
 from spa.metrics import Cost, measure, serialized_size
-from spa.runtime import _ort, input_specs, make_session, providers_for, random_inputs
+from spa.runtime import INLINE_LIMIT, _ort, input_specs, make_session, providers_for, random_inputs
 from spa.shapes import complete_with_runtime, infer_shapes
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ MEMORY_NOTE = ("peak RSS +: process peak resident memory (VmHWM, reset before ea
 
 # In-memory models bigger than this are handed to onnxruntime as a file with external data
 # (a serialized protobuf cannot exceed 2 GiB).
-_INLINE_LIMIT = 1 << 30
 
 
 @dataclass
@@ -364,16 +363,12 @@ def _session_source(model: onnx.ModelProto | Path) -> Iterator[str | bytes]:
     if isinstance(model, Path):
         yield str(model)
         return
-    if serialized_size(model) <= _INLINE_LIMIT:
+    if serialized_size(model) <= INLINE_LIMIT:
         yield model.SerializeToString()
         return
     with tempfile.TemporaryDirectory(prefix=".spa-bench-") as d:
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
         path = Path(d) / "model.onnx"
-        onnx.save_model(copy, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location="model.onnx.data", size_threshold=1024)
-        del copy
+        write_external(model, path, "model.onnx.data")
         yield str(path)
 
 

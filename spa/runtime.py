@@ -8,7 +8,9 @@ the installed onnxruntime build has no CUDA provider.
 from __future__ import annotations
 
 import logging
+import tempfile
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,9 @@ from spa.errors import InvalidArgumentError, SpaError
 log = logging.getLogger(__name__)
 
 _ORT_DISTS = ("onnxruntime", "onnxruntime-gpu")
+# Protobuf cannot serialize a message of 2 GiB or more: bigger models reach onnxruntime through a
+# temporary file with external data (the margin keeps the check cheap and safe).
+INLINE_LIMIT = 1 << 30
 
 
 def installed_runtimes() -> list[str]:
@@ -69,8 +74,20 @@ def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", thre
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
-    src = model if isinstance(model, (str, bytes)) else model.SerializeToString()
-    return ort.InferenceSession(src, sess_options=opts, providers=providers_for(device))
+    providers = providers_for(device)
+    if isinstance(model, (str, bytes)):
+        return ort.InferenceSession(model, sess_options=opts, providers=providers)
+    from spa.metrics import serialized_size
+
+    if serialized_size(model) <= INLINE_LIMIT:
+        return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers)
+    from spa.io import write_external
+
+    with tempfile.TemporaryDirectory(prefix=".spa-ort-") as d:
+        path = Path(d) / "model.onnx"
+        write_external(model, path, "model.onnx.data")
+        log.debug("model over %d bytes: onnxruntime loads it from external data in %s", INLINE_LIMIT, d)
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
 _NP_TYPES = {

@@ -155,3 +155,26 @@ def test_benchmark_builders_make_valid_prunable_models(tmp_path: Path, build, kw
     onnx.checker.check_model(str(built.path), full_check=True)
     _, _, report = spa.prune(built.path, ratio=0.4)
     assert report.groups_pruned >= 2 and report.after.macs < report.before.macs
+
+
+def test_sessions_of_models_past_the_protobuf_limit(tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions (verification, gates, sweeps) of a model too large to serialize use external data."""
+    import spa.runtime
+
+    model = load_model(tiny_decoder)
+    feeds = random_inputs(model, seed=1)
+    want = run(make_session(model), feeds)
+    written: list[Path] = []
+
+    def spy(m: onnx.ModelProto, path: Path, data_name: str) -> None:
+        written.append(Path(path))
+        write_external(m, path, data_name)
+
+    monkeypatch.setattr(spa.runtime, "INLINE_LIMIT", 1 << 20)  # as if the model were over 2 GiB
+    monkeypatch.setattr(spa.io, "write_external", spy)
+    got = run(make_session(model), feeds)
+    assert len(written) == 1 and not written[0].parent.exists()  # the temporary folder is gone
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    pruned, plan, _ = spa.prune(model, 0.4)
+    v = spa.verify_models(model, pruned, plan)
+    assert v.passed and len(written) >= 3
