@@ -22,6 +22,7 @@ import json
 import logging
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,10 +95,17 @@ def _resolve(
 
 
 def _export_ts(
-    model: nn.Module, x: torch.Tensor, path: Path, opset: int, dynamic_batch: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    path: Path,
+    opset: int,
+    dynamic_batch: bool,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> None:
     dynamic_axes = (
-        {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+        {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+        if dynamic_batch
+        else None
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)
@@ -114,7 +122,7 @@ def _export_ts(
             # with torch 2.13).  verify() asserts the BN node count.
             training=torch.onnx.TrainingMode.EVAL,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=list(output_names),
             dynamic_axes=dynamic_axes,
         )
 
@@ -125,6 +133,7 @@ def _export_dynamo(
     path: Path,
     opset: int | None,
     dynamic_batch: bool,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> bool:
     """Export with the dynamo exporter; returns whether the batch dim is dynamic."""
 
@@ -143,7 +152,7 @@ def _export_dynamo(
                 external_data=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes,
             )
         assert program is not None
@@ -170,6 +179,7 @@ def export_to(
     input_shape: tuple[int, ...] | None = None,
     opset: int | None = None,
     dynamic_batch: bool = True,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> ExportInfo:
     """Export a ZOO/benchmark model (by name) or any module to ``path``.
 
@@ -184,10 +194,10 @@ def export_to(
     torch.manual_seed(0)
     x = torch.randn(*shape)
     if exporter == "ts":
-        _export_ts(model, x, path, opset or TS_OPSET, dynamic_batch)
+        _export_ts(model, x, path, opset or TS_OPSET, dynamic_batch, output_names)
         dynamic = dynamic_batch
     elif exporter == "dynamo":
-        dynamic = _export_dynamo(model, x, path, opset, dynamic_batch)
+        dynamic = _export_dynamo(model, x, path, opset, dynamic_batch, output_names)
     else:
         raise ValueError(f"exporter must be 'ts' or 'dynamo', not {exporter!r}")
     proto = onnx.load(str(path))
@@ -236,10 +246,36 @@ def op_types(proto: onnx.ModelProto) -> list[str]:
     return sorted(ops)
 
 
+def _run_counting_batchnorms(
+    model: nn.Module, x: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], int]:
+    """The model's outputs on ``x`` and how many BatchNorm calls made them (a shared module counts each call)."""
+    calls = [0]
+
+    def count(*_: object) -> None:
+        calls[0] += 1
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return (tuple(out) if isinstance(out, tuple | list) else (out,)), calls[0]
+
+
 def verify(
-    path: str | Path, info: ExportInfo, model: nn.Module | None = None
+    path: str | Path,
+    info: ExportInfo,
+    model: nn.Module | None = None,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> ExportInfo:
-    """Checker (full), BatchNorm presence, and onnxruntime vs torch comparison."""
+    """Checker (full), BatchNorm presence, and onnxruntime vs torch comparison of every output."""
     path = Path(path)
     proto = onnx.load(str(path))
     try:
@@ -249,33 +285,30 @@ def verify(
 
     if model is None:
         _, model, _ = _resolve(info.model, tuple(info.input_shape))
-    n_bn_modules = sum(
-        isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
-    )
-    n_bn_nodes = sum(n.op_type == "BatchNormalization" for n in _all_nodes(proto))
-    if n_bn_nodes != n_bn_modules:
-        raise ZooError(
-            f"{path.name}: {n_bn_nodes} BatchNormalization nodes but {n_bn_modules} BatchNorm modules (folded?)"
-        )
-
     shape = list(info.input_shape)
     if info.dynamic_batch:
         shape[0] = 2
     rng = np.random.default_rng(1234)
     x = rng.standard_normal(shape).astype(np.float32)
+    wants, n_bn_calls = _run_counting_batchnorms(model, torch.from_numpy(x))
+    n_bn_nodes = sum(n.op_type == "BatchNormalization" for n in _all_nodes(proto))
+    if n_bn_nodes != n_bn_calls:
+        raise ZooError(
+            f"{path.name}: {n_bn_nodes} BatchNormalization nodes but {n_bn_calls} BatchNorm calls (folded?)"
+        )
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     if [i.name for i in sess.get_inputs()] != [INPUT_NAME] or [
         o.name for o in sess.get_outputs()
-    ] != [OUTPUT_NAME]:
+    ] != list(output_names):
         raise ZooError(
             f"{path.name}: unexpected io names {[i.name for i in sess.get_inputs()]} -> {[o.name for o in sess.get_outputs()]}"
         )
-    (got,) = sess.run([OUTPUT_NAME], {INPUT_NAME: x})
-    with torch.no_grad():
-        want = model(torch.from_numpy(x)).numpy()
-    if got.shape != want.shape:
-        raise ZooError(f"{path.name}: output shape {got.shape} != torch {want.shape}")
-    diff = float(np.max(np.abs(got - want)))
+    gots = sess.run(list(output_names), {INPUT_NAME: x})
+    diff = 0.0
+    for got, want in zip(gots, (w.numpy() for w in wants), strict=True):
+        if got.shape != want.shape:
+            raise ZooError(f"{path.name}: output shape {got.shape} != torch {want.shape}")
+        diff = max(diff, float(np.max(np.abs(got - want))))
     if not diff < ATOL:
         raise ZooError(f"{path.name}: max abs diff {diff:.3e} >= {ATOL}")
 
