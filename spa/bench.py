@@ -43,7 +43,7 @@ from spa.errors import InvalidArgumentError, SpaError
 from spa.graph import ModelContext
 from spa.io import check_is_model, load_model, write_external
 from spa.metrics import Cost, measure, serialized_size
-from spa.runtime import INLINE_LIMIT, _ort, input_specs, make_session, providers_for, random_inputs
+from spa.runtime import INLINE_LIMIT, _ort, input_specs, make_session, random_inputs, resolve_device
 from spa.shapes import complete_with_runtime, infer_shapes
 
 log = logging.getLogger(__name__)
@@ -463,7 +463,8 @@ def bench_models(
     """Latency, throughput, params, MACs, size and peak memory of each model in onnxruntime.
 
     ``threads`` sets onnxruntime's intra-op threads (0: its default, one per physical core);
-    ``device`` is "cpu" or "cuda" (CUDA provider, CPU for unsupported ops). Inputs are
+    ``device`` is "cpu", "cuda" (CUDA provider, CPU for unsupported ops) or "auto" (CUDA where it
+    works, else the CPU with a warning; results name the device used). Inputs are
     ``inputs`` (arrays keyed by input name, checked against each model) or seeded random data
     of ``shapes`` (whole shapes by input name) with ``batch`` on a dynamic axis 0: every model
     gets the same data. Each session is created and gets ``warmup`` untimed runs; then the
@@ -478,7 +479,7 @@ def bench_models(
     labels = list(names) if names is not None else [None] * len(models)
     if len(labels) != len(models):
         raise InvalidArgumentError(f"{len(labels)} names for {len(models)} models")
-    providers_for(device)  # fails clearly before any work when CUDA is missing
+    device = resolve_device(device)  # fails clearly before any work when CUDA is missing
     preps = [_prepare(m, n, batch, shapes, inputs, seed) for m, n in zip(models, labels)]
     _prime_runtime(device)
     opened = [_open(p, device, threads, warmup) for p in preps]

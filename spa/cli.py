@@ -110,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command_line = cmd
     _setup_logging(args)
     try:
+        if getattr(args, "device", None) is not None:
+            from spa.runtime import resolve_device
+
+            args.device = resolve_device(args.device)
         code = args.func(args)
     except SpaError as exc:
         return _fail(exc, args.quiet, start, cmd)

@@ -2,11 +2,14 @@
 
 SPA never lets onnxruntime pick providers: ``device="cpu"`` always means the CPU execution
 provider, ``device="cuda"`` means CUDA (with CPU for unsupported ops) and fails clearly when
-the installed onnxruntime build has no CUDA provider.
+the installed onnxruntime build has no CUDA provider. ``device="auto"`` means CUDA where it
+works on this machine and the CPU otherwise, with a warning that says why
+(:func:`resolve_device`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 from importlib import metadata
@@ -50,8 +53,47 @@ def _ort() -> Any:
     return ort
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str) -> str:
+    """``device`` itself for "cpu" and "cuda"; for "auto", "cuda" when onnxruntime has a CUDA
+    provider that really runs a model here (a build with the provider but no GPU or no CUDA
+    libraries silently runs on the CPU), else "cpu" with a warning that says why."""
+    if device != "auto":
+        providers_for(device)  # refuses unknown devices and a missing CUDA provider
+        return device
+    why = _cuda_unusable()
+    if why is None:
+        return "cuda"
+    log.warning("--device auto: %s; running on the CPU", why)
+    return "cpu"
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_unusable() -> str | None:
+    """Why onnxruntime cannot run on CUDA here, or None when it can (checked once per process)."""
+    available = _ort().get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        return f"this onnxruntime build has no CUDA provider (available: {', '.join(available)})"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    tiny = onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "probe",
+                                                         [x], [y]),
+                                  opset_imports=[onnx.helper.make_opsetid("", 17)])
+    try:
+        used = make_session(tiny, "cuda").get_providers()
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several exception types
+        return f"the CUDA provider failed to start ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
+    if "CUDAExecutionProvider" not in used:
+        return "the CUDA provider is installed but cannot run here (no GPU, or CUDA/cuDNN libraries missing)"
+    return None
+
+
 def providers_for(device: str) -> list[str]:
-    """The explicit provider list for ``device`` ("cpu" or "cuda")."""
+    """The explicit provider list for ``device`` ("cpu", "cuda" or "auto")."""
+    if device == "auto":
+        device = resolve_device(device)
     ort = _ort()
     available = ort.get_available_providers()
     if device == "cpu":
@@ -63,7 +105,7 @@ def providers_for(device: str) -> list[str]:
                 f"(available: {', '.join(available)}); see README 'GPU runtime'"
             )
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    raise InvalidArgumentError(f"--device must be 'cpu' or 'cuda', got '{device}'")
+    raise InvalidArgumentError(f"--device must be 'cpu', 'cuda' or 'auto', got '{device}'")
 
 
 def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0) -> Any:

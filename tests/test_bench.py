@@ -170,6 +170,23 @@ def test_cuda_without_cuda_is_user_error(run_spa: Run, pair: dict[str, Any]) -> 
     user_error(run_spa("bench", "m.onnx", "--device", "cuda", cwd=pair["dir"]), "no CUDA provider")
 
 
+def test_device_auto_runs_where_it_can(run_spa: Run, pair: dict[str, Any]) -> None:
+    """--device auto measures on CUDA where onnxruntime really uses it, else on the CPU with a warning."""
+    from spa.runtime import resolve_device
+
+    code, out, err = run_spa("bench", "m.onnx", "--device", "auto", "--runs", "2", "--warmup", "0", "--json",
+                             cwd=pair["dir"])
+    assert code == 0, err
+    first = json.loads(out[:out.rindex("PASSED |")])["models"][0]
+    expected = resolve_device("auto")
+    assert first["device"] == expected
+    if expected == "cpu":
+        assert "--device auto:" in err and "running on the CPU" in err
+        assert first["providers"] == ["CPUExecutionProvider"]
+    else:
+        assert "CUDAExecutionProvider" in first["providers"]
+
+
 # ---- spa prune --bench ---------------------------------------------------------------------
 
 

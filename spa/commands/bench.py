@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import EXIT_OK, add_common, check_seed, emit, shape
+from spa.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, check_seed, emit, shape
 from spa.errors import InvalidArgumentError
 
 
@@ -52,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--inputs", metavar="DATA", help="feed these arrays instead of random data: .npz keyed by input name")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per physical core)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device (default cpu)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--json", action="store_true", help="machine-readable output (with -q: the JSON only)")
     add_common(p)

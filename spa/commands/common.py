@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from spa.errors import InvalidArgumentError
+from spa.runtime import DEVICES
 
 log = logging.getLogger("spa")
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY, EXIT_GATE = 0, 1, 2, 3, 4
+__all__ = ["DEVICES"]  # re-exported for the subcommands' --device
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -21,6 +23,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="count", default=0, help="less output (-qq: errors only)")
 
 
+DEVICE_HELP = ("onnxruntime device: cpu (default), cuda (fails when onnxruntime cannot use CUDA), or auto (CUDA "
+               "where it works, else the CPU with a warning)")
 DEFAULT_CRITERION = "l1"
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from spa.commands.common import (
+    DEVICE_HELP,
+    DEVICES,
     EXIT_OK,
     add_common,
     add_criterion_args,
@@ -143,7 +145,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
     p.add_argument("--verify", action="store_true", help="check masked equivalence before writing; exit 3 on mismatch")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device for checks (and --bench)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="onnxruntime device for checks (and --bench): " + DEVICE_HELP)
     p.add_argument("--bench", action="store_true",
                    help=f"also time the original and the pruned model in onnxruntime ({PRUNE_BENCH_WARMUP} warm-up + "
                         f"{PRUNE_BENCH_RUNS} runs each, same inputs) and report measured vs ideal (MACs) speedup")

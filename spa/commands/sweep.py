@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from spa.commands.common import (
+    DEVICE_HELP,
+    DEVICES,
     EXIT_OK,
     add_common,
     add_criterion_args,
@@ -137,7 +139,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="DATA.npz", help="labelled data (see spa prune --eval): adds top-1 accuracy")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and the timing inputs")
     p.add_argument("--no-bench", action="store_true", help="do not time the models (cost and fidelity only)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="onnxruntime device (default cpu)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per physical core)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per model (default 3)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import EXIT_OK, add_common, check_seed, emit
+from spa.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, check_seed, emit
 from spa.errors import VerificationError
 
 
@@ -41,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     add_common(p)
     p.set_defaults(func=run)
