@@ -24,6 +24,7 @@ from spa.graph import ModelContext
 from spa.groups import Group, apply_exclusions, apply_norm_policy, find_groups
 from spa.io import check_is_model, load_model
 from spa.metrics import Cost, measure
+from spa.normalize import normalize
 from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
 from spa.report import BlockedGroup, Report
 from spa.rewrite import apply_plan, check_valid
@@ -85,6 +86,7 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
         work.CopyFrom(original)
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
+    normalize(work)  # weights in Constant nodes become initializers (spa.normalize)
     ctx = ModelContext.build(work, infer_shapes(work))
     ctx.head_mode = prune_heads
     complete_with_runtime(ctx)
