@@ -90,6 +90,21 @@ def test_head_dims_granularity(name: str) -> None:
     assert [t.dims for t in replayed.graph.initializer] == [t.dims for t in pruned.graph.initializer]
 
 
+@pytest.mark.parametrize("exporter", ["ts", "dynamo"])
+def test_head_dims_with_rotary_embeddings(exporter: str) -> None:
+    """LLaMA's rotate_half: a head-dim unit is the rotation pair (i, i + 8) of Q and K, with the inv_freq
+    entry it reads (a Constant lifted to an initializer in TorchScript, a Range of literals in dynamo)."""
+    name = f"llama_nn.{exporter}.onnx"
+    a = spa.analyze(ZOO / name, prune_heads="dims")
+    qk = [g for g in a.groups if any(t.endswith("attn.0.q.weight") and ax == 0 for t, ax in g.members)]
+    assert len(qk) == 1 and qk[0].prunable and qk[0].n_units == 8, [g.blocked for g in qk]
+    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, prune_heads="dims")
+    keep = next(s.keep for s in plan.slices if s.initializer.endswith("attn.0.q.weight") and s.axis == 0)
+    assert [i + 8 for i in keep if i % 16 < 8] == [i for i in keep if i % 16 >= 8]
+    assert report.groups_pruned == report.groups_prunable
+    _assert_masked(spa.load_model(ZOO / name), pruned, plan)  # 5 positions: the rotation is not the identity
+
+
 def test_heads_none_keeps_attention() -> None:
     a = spa.analyze(ZOO / "gpt_nn.ts.onnx", prune_heads="none")
     assert any("--prune-heads none" in r for g in a.groups for r in g.blocked)
