@@ -239,8 +239,10 @@ def _report(a: Analysis, plan: Plan, kept_units: dict[int, np.ndarray], before: 
 def verify_models(
     original: ModelLike, pruned: ModelLike, plan: Plan | None, *, seed: int = 0,
     atol: float | None = None, rtol: float | None = None, device: str = "cpu",
+    shapes: dict[str, list[int]] | None = None,
 ) -> Verification:
-    """Masked-equivalence check of ``pruned`` against ``original`` (see :mod:`spa.verify`)."""
+    """Masked-equivalence check of ``pruned`` against ``original`` (see :mod:`spa.verify`);
+    ``shapes`` sets whole input shapes (default: dynamic sizes 2 on axis 0, 3 elsewhere)."""
     from spa.verify import ATOL, RTOL
 
     o, _ = _load(original)
@@ -248,4 +250,4 @@ def verify_models(
     if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
         raise InvalidArgumentError("--atol and --rtol must be >= 0")
     return verify(o, p, plan, seed=seed, atol=ATOL if atol is None else atol,
-                  rtol=RTOL if rtol is None else rtol, device=device)
+                  rtol=RTOL if rtol is None else rtol, device=device, shapes=shapes)

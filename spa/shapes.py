@@ -125,12 +125,12 @@ def _holes(ctx: ModelContext) -> list[str]:
 
 #: Sizes the probe runs give to dynamic axes: (axis 0, other axes) per run. Other dynamic axes
 #: (a sequence length) differ between the runs too, so a size that depends on them stays unknown.
-_PROBE_SIZES = ((1, 2), (2, 3))
+PROBE_SIZES = ((1, 2), (2, 3))
 
 
 def _probe_shapes(model: onnx.ModelProto, run_index: int) -> dict[str, list[int]]:
     """Input shapes of probe run ``run_index``: dims named alike get the same size."""
-    first, other = _PROBE_SIZES[run_index]
+    first, other = PROBE_SIZES[run_index]
     shapes: dict[str, list[int]] = {}
     for name, dims, _ in input_specs(model):
         shapes[name] = [d if isinstance(d, int) and d > 0 else (first if k == 0 else other) for k, d in enumerate(dims)]

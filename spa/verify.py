@@ -3,7 +3,10 @@ removed channels zeroed.
 
 The masked original zeroes, in every tensor the plan slices, the indices the plan removes. Both
 models run in onnxruntime on the same seeded random inputs and every output is compared with
-``|pruned - masked| <= atol + rtol · max|masked|``. Where equivalence cannot hold by nature
+``|pruned - masked| <= atol + rtol · max|masked|``. Dynamic sizes take the shape probe's sizes
+(:data:`spa.shapes.PROBE_SIZES`: a batch of 2 and 3 elsewhere, e.g. 3 tokens): with a sequence of
+one token, attention attends to itself only and a rotary embedding is the identity, which would
+hide errors. ``shapes`` overrides them per input. Where equivalence cannot hold by nature
 (weights were compensated, or a normalisation spans a pruned axis) the difference is reported as
 *drift* against the unmodified original instead of failing.
 """
@@ -17,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from spa.errors import ModelMismatchError, PlanError
+from spa.errors import InvalidArgumentError, ModelMismatchError, PlanError
 from spa.passes import MaterializeViewsPass, PassError
 from spa.passes.materialize_views import identity_views, views_to_materialize
 from spa.passes.slice_initializers import stored_tensors
@@ -48,6 +51,8 @@ class Verification:
     passed: bool
     outputs: list[OutputDiff] = field(default_factory=list)
     note: str = ""
+    #: The input shapes both models ran with.
+    shapes: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -122,6 +127,45 @@ def compare(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], atol: float,
     return diffs
 
 
+def input_shapes(model: onnx.ModelProto, batch: int | None = None,
+                 shapes: dict[str, list[int]] | None = None) -> dict[str, list[int]]:
+    """The shape of every input for verification: ``shapes`` where given, else static sizes kept
+    and dynamic ones set to the probe's sizes (``batch`` on axis 0). A named dim (``seq``) gets
+    one size wherever it occurs: the size ``shapes`` gives it, else the one where it first occurs."""
+    from spa.shapes import PROBE_SIZES
+
+    first, other = PROBE_SIZES[-1]
+    first = first if batch is None else batch
+    named: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
+    specs = input_specs(model)
+    unknown = sorted(set(shapes or {}) - {name for name, _, _ in specs})
+    if unknown:
+        raise InvalidArgumentError(f"--shape names {unknown[0]!r}, which is not an input of the model "
+                                   f"(inputs: {', '.join(name for name, _, _ in specs)})")
+    for name, dims, _ in specs:
+        if shapes and name in shapes:
+            if len(shapes[name]) != len(dims):
+                raise InvalidArgumentError(f"--shape {name} has {len(shapes[name])} sizes; the input has rank {len(dims)}")
+            out[name] = list(shapes[name])
+            for d, size in zip(dims, out[name]):
+                if isinstance(d, str):
+                    named.setdefault(d, size)  # a size given for "seq" holds for the other inputs too
+    for name, dims, _ in specs:
+        if name in out:
+            continue
+        shape = []
+        for k, d in enumerate(dims):
+            size = first if k == 0 else other
+            if isinstance(d, int) and d > 0:
+                size = d
+            elif isinstance(d, str):
+                size = named.setdefault(d, size)
+            shape.append(size)
+        out[name] = shape
+    return out
+
+
 def verify(
     original: onnx.ModelProto,
     pruned: onnx.ModelProto,
@@ -131,22 +175,25 @@ def verify(
     atol: float = ATOL,
     rtol: float = RTOL,
     device: str = "cpu",
-    batch: int = 2,
+    batch: int | None = None,
     shapes: dict[str, list[int]] | None = None,
 ) -> Verification:
-    """Run the check described in the module docstring."""
+    """Run the check described in the module docstring (``batch`` overrides the probe's batch)."""
     _check_same_interface(original, pruned)
-    feeds = random_inputs(original, seed=seed, shapes=shapes, batch=batch)
+    sizes = input_shapes(original, batch, shapes)
+    feeds = random_inputs(original, seed=seed, shapes=sizes)
     got = run(make_session(pruned, device), feeds)
     if plan is None:
         ref = run(make_session(original, device), feeds)
         diffs = compare(ref, got, atol, rtol)
-        return Verification("direct", all(d.ok for d in diffs), diffs, "no plan given: compared to the original as is")
+        return Verification("direct", all(d.ok for d in diffs), diffs, "no plan given: compared to the original as is",
+                            sizes)
     if plan.compensated or plan.inexact:
         ref = run(make_session(original, device), feeds)
         diffs = compare(ref, got, atol, rtol)
         why = "weights were compensated" if plan.compensated else "; ".join(plan.inexact)
-        return Verification("drift", True, diffs, f"masked equivalence does not hold by nature ({why}); drift reported")
+        return Verification("drift", True, diffs, f"masked equivalence does not hold by nature ({why}); drift reported",
+                            sizes)
     ref = run(make_session(mask_model(original, plan), device), feeds)
     diffs = compare(ref, got, atol, rtol)
-    return Verification("masked-equivalence", all(d.ok for d in diffs), diffs)
+    return Verification("masked-equivalence", all(d.ok for d in diffs), diffs, shapes=sizes)
