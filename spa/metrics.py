@@ -1,7 +1,10 @@
 """Static cost of a model: parameters and multiply-accumulates (MACs).
 
 MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch size 1
-(symbolic dims count as 1); element-wise ops, pooling and normalisations are not counted.
+(symbolic dims count as 1), and of onnxruntime's fused ``com.microsoft`` ops that hide such
+products: ``Attention`` (the packed QKV projection, the scores ``Q·Kᵀ`` and the context
+``softmax·V``), ``MultiHeadAttention`` (scores and context; its projections are MatMuls outside)
+and ``FusedMatMul``. Element-wise ops, softmax, pooling and normalisations are not counted.
 """
 
 from __future__ import annotations
@@ -53,8 +56,73 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
             k = a[0]
         else:
             k = a[-1]
-        return 0 if k is None else out * int(k)
+        return out * _size(k)  # a symbolic contraction (attention's softmax·V over the sequence) counts 1
+    if node.domain == "com.microsoft":
+        return _contrib_macs(node, ctx)
     return 0
+
+
+def _size(d: int | None) -> int:
+    return 1 if d is None else int(d)
+
+
+def _contrib_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """MACs of the fused com.microsoft ops that multiply matrices (0 when shapes are unknown)."""
+    op = node.op_type
+    if op == "FusedMatMul":
+        out, a = _prod(ctx.shape(node.output[0])), ctx.shape(node.input[0])
+        if out is None or not a or len(a) < 2:
+            return 0
+        return out * _size(a[-2] if int(attr(node, "transA", 0)) else a[-1])  # type: ignore[arg-type]
+    if op == "Attention":
+        return _attention_macs(node, ctx)
+    if op == "MultiHeadAttention":
+        return _mha_macs(node, ctx)
+    return 0
+
+
+def _input(node: onnx.NodeProto, i: int) -> str | None:
+    return node.input[i] if len(node.input) > i and node.input[i] else None
+
+
+def _attention_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """``Attention(input [B, S, Hin], weights [Hin, q+k+v], ..., past [2, B, N, P, h])``:
+    ``B·S·Hin·(q+k+v)`` for the projection, ``B·S·L·q`` for the scores and ``B·S·L·v`` for the
+    context, over ``L = P + S`` keys (every head attends over L positions with its width)."""
+    x, w = ctx.shape(node.input[0]), ctx.shape(node.input[1])
+    if x is None or w is None or len(x) != 3 or len(w) != 2 or w[1] is None:
+        return 0
+    sizes = attr(node, "qkv_hidden_sizes")
+    q, _, v = (int(d) for d in sizes) if sizes else (int(w[1]) // 3,) * 3  # type: ignore[union-attr]
+    b, s, hin = (_size(d) for d in x)
+    past = ctx.shape(_input(node, 4) or "")
+    keys = s + (_size(past[3]) if past is not None and len(past) == 5 else 0)
+    return b * s * hin * int(w[1]) + b * s * keys * q + b * s * keys * v
+
+
+def _mha_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """``MultiHeadAttention(query, key, value, ..., past_key [B, N, P, H])``: ``B·S·L·D`` for the
+    scores and ``B·S·L·Dv`` for the context, with query ``[B, S, D]`` (or packed QKV
+    ``[B, S, N, 3, H]``), key ``[B, L, D]``, ``[B, N, L, H]`` or packed KV ``[B, L, N, 2, H]``."""
+    q = ctx.shape(node.input[0])
+    k, v = ctx.shape(_input(node, 1) or ""), ctx.shape(_input(node, 2) or "")
+    if q is None:
+        return 0
+    if len(q) == 5:  # packed QKV: keys are the queries
+        b, s, n, _, h = (_size(d) for d in q)
+        keys, d, dv = s, n * h, n * h
+    elif len(q) == 3 and k is not None and len(k) == 5:  # packed KV
+        b, s, d = (_size(x) for x in q)
+        keys, dv = _size(k[1]), _size(k[2]) * _size(k[4])
+    elif len(q) == 3 and k is not None and v is not None and len(k) in (3, 4) and len(v) == len(k):
+        b, s, d = (_size(x) for x in q)
+        keys = _size(k[1] if len(k) == 3 else k[2])
+        dv = _size(v[2]) if len(v) == 3 else _size(v[1]) * _size(v[3])
+    else:
+        return 0
+    past = ctx.shape(_input(node, 6) or "")
+    keys += _size(past[2]) if past is not None and len(past) == 4 else 0
+    return b * s * keys * d + b * s * keys * dv
 
 
 def measure(ctx: ModelContext, with_size: bool = True) -> Cost:
