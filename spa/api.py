@@ -24,7 +24,7 @@ from spa.graph import ModelContext
 from spa.groups import Group, apply_exclusions, apply_norm_policy, find_groups
 from spa.io import check_is_model, load_model
 from spa.metrics import Cost, measure
-from spa.normalize import normalize
+from spa.normalize import normalize, retie_uses, share_unsliced_uses
 from spa.plan import Plan, kept_spaces, make_plan, units_from_plan
 from spa.report import BlockedGroup, Report
 from spa.rewrite import apply_plan, check_valid
@@ -86,15 +86,22 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
         work.CopyFrom(original)
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
-    normalize(work)  # weights in Constant nodes become initializers (spa.normalize)
+    normalize(work)  # Constant weights lifted, shared parameters untied (spa.normalize)
+    ctx, cg, groups = _couple(work, prune_heads, progress)
+    if retie_uses(work, groups):  # uses of a shared parameter that coupling put in one place
+        ctx, cg, groups = _couple(work, prune_heads, progress)
+    apply_exclusions(groups, ctx, list(exclude))
+    apply_norm_policy(groups, prune_norm_axes)
+    return Analysis(source, original, work, ctx, cg, groups)
+
+
+def _couple(work: onnx.ModelProto, prune_heads: str, progress: Progress | None
+            ) -> tuple[ModelContext, CouplingGraph, list[Group]]:
     ctx = ModelContext.build(work, infer_shapes(work))
     ctx.head_mode = prune_heads
     complete_with_runtime(ctx)
     cg = build_coupling(ctx, progress)
-    groups = find_groups(cg, ctx)
-    apply_exclusions(groups, ctx, list(exclude))
-    apply_norm_policy(groups, prune_norm_axes)
-    return Analysis(source, original, work, ctx, cg, groups)
+    return ctx, cg, find_groups(cg, ctx)
 
 
 def prune(
@@ -196,6 +203,7 @@ def prune(
                      compensated=compensation is not None)
     kept = kept_spaces(a.groups, kept_units)
     pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
+    share_unsliced_uses(pruned)  # a shared parameter no slice touched stays shared
     check_valid(pruned, a.original if a.original is not None else a.source, device)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
