@@ -1,93 +1,88 @@
 """Prune torchvision architectures (random weights) exported by both torch exporters.
 
     pip install torchvision==0.28.0 --no-deps pillow
-    python -m benchmarks.torchvision_coverage [--models resnet18,densenet121] [--ratio 0.4]
+    python -m benchmarks.torchvision_coverage --cache /tmp/tv --doc docs/coverage-torchvision.md
+    python -m benchmarks.torchvision_coverage --models resnet18,swin_t      # a subset
 
 torchvision is not a dependency of SPA; its CPU-less wheel imports only once the
-``torchvision::nms``/``qnms`` operators are defined, which this script does first. Each model
-is exported (``dynamo=False`` opset 17 without constant folding, and ``dynamo=True`` unoptimised)
-and pruned with ``spa.prune(..., verify_result=True)``; the table shows groups found / pruned /
-blocked, MACs before -> after, and the masked-equivalence verdict.
+``torchvision::nms``/``qnms`` operators are defined, which this script does first. Nothing is
+downloaded: classifiers are built with ``weights=None`` and segmentation models also with
+``weights_backbone=None``. Each model is exported (``dynamo=False`` opset 17 without constant
+folding, and ``dynamo=True`` unoptimised) and pruned with the command line (see
+:mod:`benchmarks.coverage_common`); the table shows groups found / pruned / blocked, MACs before ->
+after, the masked-equivalence verdicts and the time taken.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
-import tempfile
-import time
-import warnings
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import Any
 
-log = logging.getLogger("torchvision_coverage")
+from benchmarks.coverage_common import Case, define_torchvision_ops, main
 
-DEFAULT_MODELS = (
-    "alexnet,vgg11_bn,resnet18,resnext50_32x4d,densenet121,googlenet,inception_v3,squeezenet1_0,"
-    "mobilenet_v3_small,mnasnet0_5,efficientnet_b0,regnet_x_400mf,shufflenet_v2_x0_5,convnext_tiny"
+CLASSIFIERS = (
+    "alexnet,vgg11_bn,resnet18,resnext50_32x4d,wide_resnet50_2,densenet121,googlenet,inception_v3,squeezenet1_0,"
+    "mobilenet_v2,mobilenet_v3_small,mobilenet_v3_large,mnasnet0_5,efficientnet_b0,efficientnet_v2_s,"
+    "regnet_x_400mf,regnet_y_400mf,shufflenet_v2_x0_5,convnext_tiny,vit_b_16,swin_t,swin_v2_t,maxvit_t"
+).split(",")
+#: Segmentation models: (name, output names). Their dict outputs become a tuple in this order.
+SEGMENTERS = (
+    ("fcn_resnet50", ("out", "aux")),
+    ("deeplabv3_mobilenet_v3_large", ("out", "aux")),
+    ("lraspp_mobilenet_v3_large", ("out",)),
 )
+SIZES = {"inception_v3": 299}
+SEGMENTATION_SIZE = 224
 
 
-def _import_torchvision():  # noqa: ANN202 - returns the torchvision.models module
-    import torch
-
-    lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - keeps the ops defined
-    lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _import_torchvision.lib = lib  # type: ignore[attr-defined]
+def _models():  # noqa: ANN202 - the torchvision.models module
+    define_torchvision_ops()
     import torchvision.models as models
 
     return models
 
 
-def export(name: str, exporter: str, out: Path) -> None:
-    import torch
-
-    models = _import_torchvision()
-    torch.manual_seed(0)
-    module = getattr(models, name)(weights=None).eval()
-    size = 299 if name == "inception_v3" else 224
-    x = torch.randn(1, 3, size, size)
-    kw = {"input_names": ["input"], "output_names": ["logits"]}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if exporter == "ts":
-            torch.onnx.export(module, (x,), str(out), dynamo=False, opset_version=17, do_constant_folding=False,
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **kw)
-        else:
-            torch.onnx.export(module, (x,), str(out), dynamo=True, optimize=False, external_data=False, **kw)
+def _classifier(name: str) -> Callable[[], Any]:
+    return lambda: getattr(_models(), name)(weights=None)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=DEFAULT_MODELS)
-    ap.add_argument("--ratio", type=float, default=0.4)
-    ap.add_argument("--cache", type=Path, default=None, help="keep exported files here")
-    args = ap.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import spa
+def _segmenter(name: str, outputs: Sequence[str]) -> Callable[[], Any]:
+    def build() -> Any:
+        import torch
 
-    cache = args.cache or Path(tempfile.mkdtemp(prefix="spa-tv-"))
-    cache.mkdir(parents=True, exist_ok=True)
-    print("| model | exporter | groups found / pruned / blocked | MACs before → after | verify | seconds | blocked because |")
-    print("|---|---|---|---|---|---|---|")
-    for name in args.models.split(","):
-        for exporter in ("ts", "dynamo"):
-            path = cache / f"{name}.{exporter}.onnx"
-            if not path.exists():
-                log.info("exporting %s (%s)", name, exporter)
-                export(name, exporter, path)
-            t0 = time.perf_counter()
-            try:
-                _, _, r = spa.prune(path, ratio=args.ratio, verify_result=True)
-            except spa.SpaError as exc:
-                print(f"| {name} | {exporter} | FAIL | | | | {exc} |")
-                continue
-            v = "PASS" if r.verification and r.verification["passed"] else "FAIL"
-            reasons = sorted({b.reason.split(";")[0][:70] for b in r.blocked if "model output" not in b.reason})
-            print(f"| {name} | {exporter} | {r.groups_total} / {r.groups_pruned} / {len(r.blocked)} | "
-                  f"{r.before.macs / 1e9:.2f}G → {r.after.macs / 1e9:.2f}G | {v} | {time.perf_counter() - t0:.1f} | "
-                  f"{'; '.join(reasons[:2]) or 'only the classifier output'} |", flush=True)
+        class Outputs(torch.nn.Module):
+            """The model with its ``OrderedDict`` result as a tuple, so both exporters name each output."""
+
+            def __init__(self, inner: torch.nn.Module) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                result = self.inner(x)
+                return tuple(result[k] for k in outputs)
+
+        aux = {"aux_loss": True} if "aux" in outputs else {}
+        segmentation = _models().segmentation
+        return Outputs(getattr(segmentation, name)(weights=None, weights_backbone=None, **aux))
+
+    return build
+
+
+def cases() -> list[Case]:
+    out = [Case(n, _classifier(n), ((1, 3, SIZES.get(n, 224), SIZES.get(n, 224)),)) for n in CLASSIFIERS]
+    out += [Case(n, _segmenter(n, o), ((1, 3, SEGMENTATION_SIZE, SEGMENTATION_SIZE),), o) for n, o in SEGMENTERS]
+    return out
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    define_torchvision_ops()
+    import torchvision
+
+    all_cases = cases()
+    main(all_cases, [c.name for c in all_cases], "Coverage on torchvision architectures",
+         "python -m benchmarks.torchvision_coverage --cache /tmp/tv --doc docs/coverage-torchvision.md",
+         [f"torchvision {torchvision.__version__}"], argv, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":
-    main()
+    run()
