@@ -5,7 +5,9 @@ Exporters store the same thing in different ways. Each step here rewrites one of
 the form the coupling rules, criteria and rewrite passes expect, without changing what the model
 computes. The caller's model is never touched: :func:`normalize` runs on the working copy.
 
-1. Float weights held in ``Constant`` nodes become initializers (``LiftConstantsPass``).
+1. Float weights held in ``Constant`` nodes become initializers (``LiftConstantsPass``), and so do
+   weights the model computes from other weights (weight standardisation, a bias with a zeroed
+   slice: ``FoldWeightComputationsPass``; :func:`spa.verify.mask_model` folds them alike).
 2. A parameter read by several layers (equal constants merged by tf2onnx) gets one view per use
    (``UntieParametersPass``), so each layer's channels are sliced on their own. After coupling,
    :func:`retie_uses` joins again the uses that coupling put in one place (the same group, the
@@ -38,11 +40,14 @@ class _Grouped(Protocol):
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite ``model`` in place (steps 1 and 2 of the module docstring) and return it. Deterministic."""
     from spa.passes.fold_identity_gather import FoldIdentityGatherPass
+    from spa.passes.fold_weight_computations import FoldWeightComputationsPass
     from spa.passes.lift_constants import LiftConstantsPass
     from spa.passes.untie_parameters import UntieParametersPass
 
     if LiftConstantsPass()(model).modified:
         log.debug("lifted float Constant nodes into initializers")
+    if FoldWeightComputationsPass()(model).modified:  # weight standardisation, a bias with a zeroed slice
+        log.debug("folded weights computed from other weights into initializers")
     if FoldIdentityGatherPass()(model).modified:  # dynamo's as_strided copy (ConvNeXt's LayerNorm2d head)
         log.debug("replaced gathers that copy a flattened tensor in order by Identity")
     if UntieParametersPass()(model).modified:
