@@ -1,6 +1,6 @@
 """Static cost of a model: parameters and multiply-accumulates (MACs).
 
-MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul at batch size 1
+MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum at batch size 1
 (symbolic dims count as 1), and of onnxruntime's fused ``com.microsoft`` ops that hide such
 products: ``Attention`` (the packed QKV projection, the scores ``Q·Kᵀ`` and the context
 ``softmax·V``), ``MultiHeadAttention`` (scores and context; its projections are MatMuls outside)
@@ -57,9 +57,28 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         else:
             k = a[-1]
         return out * _size(k)  # a symbolic contraction (attention's softmax·V over the sequence) counts 1
+    if op == "Einsum" and len(node.input) > 1:
+        return _einsum_macs(node, ctx)
     if node.domain == "com.microsoft":
         return _contrib_macs(node, ctx)
     return 0
+
+
+def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """An Einsum of two or more operands multiplies once per combination of its labels' indices
+    (a contraction ``bhid,bhjd->bhij`` costs ``b·h·i·j·d``); 0 when a rank is unknown."""
+    from spa.rules.einsum import parse
+
+    eq = attr(node, "equation")
+    shapes = [ctx.shape(i) for i in node.input]
+    terms = parse(eq.decode() if isinstance(eq, bytes) else str(eq), [None if s is None else len(s) for s in shapes])
+    if terms is None or any(s is None for s in shapes):
+        return 0
+    sizes: dict[str, int] = {}
+    for labels, shape in zip(terms[0], shapes):
+        for label, d in zip(labels, shape):  # type: ignore[arg-type]
+            sizes[label] = max(sizes.get(label, 1), _size(d))
+    return int(np.prod(list(sizes.values()), dtype=np.int64))
 
 
 def _size(d: int | None) -> int:

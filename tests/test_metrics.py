@@ -76,3 +76,12 @@ def test_symbolic_contraction_counts_one() -> None:
     m = model([helper.make_node("MatMul", ["p", "v"], ["y"])], {"p": [1, 2, "S", "S"], "v": [1, 2, "S", 4]},
               {"y": [1, 2, "S", 4]})
     assert measure(spa.analyze(m).ctx).macs == 2 * 4
+
+
+def test_einsum_macs_count_every_label_once() -> None:
+    """MaxViT's attention as Einsum: scores ``b·h·i·j·d`` and context ``b·h·i·j·d``, like the MatMuls."""
+    b, h, i, d = 1, 2, 3, 4
+    nodes = [helper.make_node("Einsum", ["q", "k"], ["s"], equation="B H I D, B H J D -> B H I J"),
+             helper.make_node("Einsum", ["s", "v"], ["y"], equation="bhij,bhjd->bhid")]
+    m = model(nodes, {"q": [b, h, i, d], "k": [b, h, i, d], "v": [b, h, i, d]}, {"y": [b, h, i, d]})
+    assert measure(spa.analyze(m).ctx).macs == 2 * b * h * i * i * d
