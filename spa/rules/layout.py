@@ -833,11 +833,12 @@ class ResizeRule(Rule):
             return c.block(space, f"{node_label(node)} resizes axis {space[1]}")
         sizes_idx = 3 if node.op_type == "Resize" else None
         if sizes_idx is not None and len(node.input) > sizes_idx and node.input[sizes_idx]:
-            if _int_input(node, ctx, sizes_idx) is None:
+            if _int_input(node, ctx, sizes_idx) is None and not _reads_own_size(ctx, node, space[1]):
                 return c.block(space, f"{node_label(node)} sizes are computed at run time")
         return _identity_all(c, ctx, node, space, [x, y])
 
     def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        """A literal ``sizes`` gets the kept counts; sizes computed at run time read them (see couple)."""
         if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
             return False
         sizes = _int_input(node, ctx, 3)
@@ -851,6 +852,14 @@ class ResizeRule(Rule):
         if new == sizes:
             return False
         return out.set_input_constant(node, 3, np.array(new, dtype=np.int64))
+
+
+def _reads_own_size(ctx: ModelContext, node: onnx.NodeProto, axis: int) -> bool:
+    """Whether run-time ``sizes`` of a Resize take ``axis`` from the resized tensor's own shape
+    (TorchScript's ``interpolate(x, size=...)``: ``Concat(Shape(x)[:2], size)``), so a pruned
+    channel count reaches them by itself."""
+    syms = shape_symbols(ctx, node.input[3])
+    return syms is not None and axis < len(syms) and syms[axis] == (node.input[0], axis)
 
 
 #: Inputs that take a shape vector whose values the rules of those ops follow or rewrite.
