@@ -77,6 +77,9 @@ class ModelContext:
     #: Folded channel axes: ``(tensor, axis) -> H`` where the axis is ``B·H`` (a dynamic batch
     #: merged with ``H`` channels, index ``b·H + h``); its channel index is ``h``.
     fold_dims: dict[Space, int] = field(default_factory=dict)
+    #: Tensors whose dynamic axis 0 is the batch times a fixed number (Swin's ``B·windows``):
+    #: that number, seen in the probe runs (:func:`spa.shapes.complete_with_runtime`); MACs use it.
+    batch_multiples: dict[str, int] = field(default_factory=dict)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
     _const_memo: dict[str, bool] = field(default_factory=dict)
     _folded: dict[str, np.ndarray | None] = field(default_factory=dict)
@@ -158,26 +161,49 @@ class ModelContext:
         return arr
 
     def is_constant(self, name: str) -> bool:
-        """True when ``name`` is computed from stored tensors only (no graph input reaches it)."""
-        if name in self._const_memo:
-            return self._const_memo[name]
+        """True when ``name`` is computed from stored tensors only (no graph input reaches it).
+
+        Walked with an explicit stack, not recursion: a deep network's chain of activations
+        would exceed Python's recursion limit. Inputs are visited one at a time, so the walk
+        stops at the first input that is not constant; a cycle (a malformed graph) is not constant.
+        """
+        memo = self._const_memo
+        stack, on_stack = [name], {name}
+        while stack:
+            t = stack[-1]
+            if t not in memo:
+                inputs = self._constant_inputs(t)
+                if isinstance(inputs, bool):
+                    memo[t] = inputs
+                elif any(memo.get(i) is False for i in inputs):
+                    memo[t] = False
+                else:
+                    todo = next((i for i in inputs if i not in memo), None)
+                    if todo is None or todo in on_stack:
+                        memo[t] = todo is None
+                    else:
+                        stack.append(todo)
+                        on_stack.add(todo)
+                        continue
+            stack.pop()
+            on_stack.discard(t)
+        return memo[name]
+
+    def _constant_inputs(self, name: str) -> bool | list[str]:
+        """Whether ``name`` is constant when that follows from its producer alone, else the
+        inputs that decide it (all of them must be constant)."""
         if self.is_stored(name):
-            result = True
-        elif name in self.graph_inputs or name not in self.producer:
-            result = False
-        else:
-            self._const_memo[name] = False  # guards against cycles in malformed graphs
-            node = self.producer[name]
-            inputs = [i for i in node.input if i]
-            if node.op_type == "CastLike":
-                inputs = inputs[:1]  # the second input only gives the type
-            if node.op_type == "Shape" or self._static_shape_pick(node) is not None:
-                # The static part of a shape is known here; pruning rewrites what depends on it.
-                result = node.op_type != "Shape" or self._static_shape_slice(node) is not None
-            else:
-                result = node.op_type not in _NONDETERMINISTIC and all(self.is_constant(i) for i in inputs)
-        self._const_memo[name] = result
-        return result
+            return True
+        if name in self.graph_inputs or name not in self.producer:
+            return False
+        node = self.producer[name]
+        if node.op_type == "Shape" or self._static_shape_pick(node) is not None:
+            # The static part of a shape is known here; pruning rewrites what depends on it.
+            return node.op_type != "Shape" or self._static_shape_slice(node) is not None
+        if node.op_type in _NONDETERMINISTIC:
+            return False
+        inputs = [i for i in node.input if i]
+        return inputs[:1] if node.op_type == "CastLike" else inputs  # CastLike's second input only gives the type
 
     def constant_value(self, name: str) -> np.ndarray | None:
         """The value of a stored tensor, or of a small computed constant (folded once)."""

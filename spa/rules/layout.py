@@ -337,9 +337,30 @@ def _merge_map(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Spac
             from spa.rules.attention import couple_split
 
             return couple_split(ctx, node, c, space, ins[0], outs)
+        if _regroups(space, ins, outs):
+            return _link_outer(c, ins[0], outs[0])
         return c.block(space, f"{node_label(node)} reshapes axes {[s[1] for s, _ in ins]} of '{x}' "
                               f"into axes {[s[1] for s, _ in outs]}")
     return c.block(space, f"{node_label(node)} cannot map axis {space[1]} of '{space[0]}'")
+
+
+def _regroups(space: Space, ins: list[VAxis], outs: list[VAxis]) -> bool:
+    """Whether ``space`` is the outermost axis of a segment whose outermost axes on both sides
+    nest: GroupNorm's ``(N, C, H, W) -> (N, G, C/G·H·W)`` and back, where output index ``g``
+    holds exactly input channels ``g·C/G .. (g+1)·C/G - 1`` (row-major order)."""
+    if space not in (ins[0][0], outs[0][0]):
+        return False
+    a, b = ins[0][1], outs[0][1]
+    return min(a, b) >= 2 and max(a, b) % min(a, b) == 0 and not any(s == space for s, _ in ins[1:] + outs[1:])
+
+
+def _link_outer(c: Coupling, a: VAxis, b: VAxis) -> Coupling:
+    """Couple two nested outermost axes: index ``i`` of the larger is index ``i // f`` of the
+    smaller, ``f`` the ratio of their sizes. A unit is then one whole index of the smaller axis
+    (one normalisation group), so the statistics of the groups that stay are unchanged."""
+    (big, nb), (small, ns) = (a, b) if a[1] >= b[1] else (b, a)
+    r = np.arange(nb, dtype=np.int64)
+    return c.link(big, small, r, r // (nb // ns))
 
 
 def _sample_segments(ctx: ModelContext, x: str, y: str) -> list[tuple[list[int], list[int]]] | None:
