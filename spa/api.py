@@ -30,7 +30,7 @@ from spa.report import BlockedGroup, Report
 from spa.rewrite import apply_plan, check_valid
 from spa.rules.attention import HEAD_MODES
 from spa.selection import check_ratio, select_units
-from spa.shapes import complete_with_runtime, has_holes, infer_shapes
+from spa.shapes import complete_with_runtime, infer_shapes
 from spa.verify import Verification, verify
 
 log = logging.getLogger(__name__)
@@ -207,8 +207,9 @@ def prune(
     check_valid(pruned, a.original if a.original is not None else a.source, device)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
-    if has_holes(after_ctx):  # exporter patterns static inference cannot see through
-        complete_with_runtime(after_ctx)
+    # Exporter patterns static inference cannot see through, and Reshapes that merge the batch
+    # with other axes (the MACs of Swin's windows): as for the original (no run for the rest).
+    complete_with_runtime(after_ctx)
     after = measure(after_ctx)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
     if target is not None and target["kind"] in ("macs", "params"):

@@ -33,6 +33,13 @@ def _prod(dims: tuple[int | None, ...] | None) -> int | None:
     return int(np.prod([d if d is not None else 1 for d in dims], dtype=np.int64))
 
 
+def _elements(ctx: ModelContext, name: str) -> int | None:
+    """Elements of ``name`` at batch 1: a dynamic axis 0 that is the batch times a fixed number
+    (Swin's windows, ``ctx.batch_multiples``) counts that number, other symbolic sizes count 1."""
+    n = _prod(ctx.shape(name))
+    return None if n is None else n * ctx.batch_multiples.get(name, 1)
+
+
 def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     """MACs of one node (0 for ops not counted or shapes unknown)."""
     op = node.op_type
@@ -42,13 +49,13 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
             return 0
         kernel = int(np.prod(w[2:], dtype=np.int64))
         if op == "Conv":
-            out = _prod(ctx.shape(node.output[0]))
+            out = _elements(ctx, node.output[0])
             return 0 if out is None else out * int(w[1]) * kernel  # type: ignore[arg-type]
         # ConvTranspose weight (C, M/group, k...): every input element feeds M/group outputs.
         inp = _prod(ctx.shape(node.input[0]))
         return 0 if inp is None else inp * int(w[1]) * kernel  # type: ignore[arg-type]
     if op in ("Gemm", "MatMul"):
-        out = _prod(ctx.shape(node.output[0]))
+        out = _elements(ctx, node.output[0])
         a = ctx.shape(node.input[0])
         if out is None or a is None or not a:
             return 0
@@ -78,7 +85,8 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     for labels, shape in zip(terms[0], shapes):
         for label, d in zip(labels, shape):  # type: ignore[arg-type]
             sizes[label] = max(sizes.get(label, 1), _size(d))
-    return int(np.prod(list(sizes.values()), dtype=np.int64))
+    batch = ctx.batch_multiples.get(node.output[0], 1)  # the output's axis 0 holds that label
+    return int(np.prod(list(sizes.values()), dtype=np.int64)) * batch
 
 
 def _size(d: int | None) -> int:

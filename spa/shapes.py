@@ -155,27 +155,48 @@ def _reshape_ends(ctx: ModelContext) -> list[str]:
     return out
 
 
+def _counted_outputs(ctx: ModelContext) -> list[str]:
+    """Outputs of the ops whose MACs are counted (:mod:`spa.metrics`) with a dynamic axis 0."""
+    out = []
+    for node in ctx.model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum") and node.output:
+            s = ctx.shapes.get(node.output[0])
+            if s is None or (s and s[0] is None):
+                out.append(node.output[0])
+    return out
+
+
 def complete_with_runtime(ctx: ModelContext) -> int:
     """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled.
 
     Also records the concrete shapes both runs saw for the ends of Reshapes with dynamic sizes
-    (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``.
+    (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``,
+    and, in a model with such Reshapes, by how much a product's dynamic axis 0 exceeds the batch
+    (``ctx.batch_multiples``).
     """
     holes = _holes(ctx)
     known_holes = set(holes)
     ends = [t for t in dict.fromkeys(_reshape_ends(ctx)) if t not in known_holes]
     if not holes and not ends:
         return 0
+    # Where a Reshape merges the batch with other axes, a product's dynamic axis 0 may be more than
+    # the batch: its sizes in the two runs (batch 1, then 2) tell by how much.
+    batched = _counted_outputs(ctx) if ends else []
     size = sum(int(np.prod(t.dims, dtype=np.int64)) for t in ctx.initializers.values() if t.data_type in FLOAT_TYPES)
     if size > _MAX_PARAMS_FOR_RUN:
         log.info("%d tensor shapes unknown; model too large to run just for shapes", len(holes))
         return 0
     try:
-        sess = ShapeProbe(ctx.model, holes + ends)
+        sess = ShapeProbe(ctx.model, list(dict.fromkeys(holes + ends + batched)))
         runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=_probe_shapes(ctx.model, k))) for k in (0, 1)]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
         return 0
+    for t in batched:
+        a, b = runs[0].get(t), runs[1].get(t)
+        if a is not None and b is not None and a.ndim and b.ndim == a.ndim and a.shape[0] > 1 \
+                and b.shape[0] == 2 * a.shape[0]:
+            ctx.batch_multiples[t] = int(a.shape[0])
     filled = 0
     for h in holes + ends:
         a, b = runs[0].get(h), runs[1].get(h)

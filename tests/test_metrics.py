@@ -85,3 +85,16 @@ def test_einsum_macs_count_every_label_once() -> None:
              helper.make_node("Einsum", ["s", "v"], ["y"], equation="bhij,bhjd->bhid")]
     m = model(nodes, {"q": [b, h, i, d], "k": [b, h, i, d], "v": [b, h, i, d]}, {"y": [b, h, i, d]})
     assert measure(spa.analyze(m).ctx).macs == 2 * b * h * i * i * d
+
+
+def test_batch_merged_with_windows_counts_every_window() -> None:
+    """Swin's window partition with a dynamic batch, as TorchScript exports it: ``Reshape(x, [-1, 4, C])``
+    gives axis 0 = batch x 4 windows, symbolic in static inference; the MatMul after it runs once
+    per window, so at batch 1 it costs 4 windows x 4 tokens x C x D (it counted one window before)."""
+    c, d = 3, 5
+    inits = {"rows": np.array([-1, 4, c], np.int64), "w": w(c, d)}
+    nodes = [helper.make_node("Reshape", ["x", "rows"], ["win"]), helper.make_node("MatMul", ["win", "w"], ["y"])]
+    m = model(nodes, {"x": ["N", 4, 4, c]}, {"y": ["M", 4, d]}, inits)
+    assert measure(spa.analyze(m).ctx).macs == 4 * 4 * c * d
+    _, _, report = spa.prune(m, ratio=0.0)
+    assert report.before.macs == report.after.macs == 4 * 4 * c * d
