@@ -60,20 +60,41 @@ class _Graph:
         self._constant: dict[str, bool] = {}
 
     def constant(self, name: str) -> bool:
-        """Whether ``name`` is computed from stored tensors only, by ops this pass may fold."""
-        if name in self._constant:
-            return self._constant[name]
-        self._constant[name] = False  # a cycle in a malformed graph is not constant
+        """Whether ``name`` is computed from stored tensors only, by ops this pass may fold.
+
+        Walked with an explicit stack (a deep network's activations would exceed the recursion
+        limit), one input at a time, stopping at the first that is not constant."""
+        memo = self._constant
+        stack, on_stack = [name], {name}
+        while stack:
+            t = stack[-1]
+            if t not in memo:
+                inputs = self._inputs_if_foldable(t)
+                if isinstance(inputs, bool):
+                    memo[t] = inputs
+                elif any(memo.get(i) is False for i in inputs):
+                    memo[t] = False
+                else:
+                    todo = next((i for i in inputs if i not in memo), None)
+                    if todo is None or todo in on_stack:  # a cycle in a malformed graph is not constant
+                        memo[t] = todo is None
+                    else:
+                        stack.append(todo)
+                        on_stack.add(todo)
+                        continue
+            stack.pop()
+            on_stack.discard(t)
+        return memo[name]
+
+    def _inputs_if_foldable(self, name: str) -> bool | list[str]:
+        """True for a stored tensor, False when the producer cannot be folded, else its inputs."""
         if name in self.stored:
-            result = True
-        else:
-            node = self.producer.get(name)
-            result = (node is not None and node.domain in ("", "ai.onnx") and node.op_type not in _REFUSED
-                      and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                                  for a in node.attribute)
-                      and all(self.constant(i) for i in node.input if i))
-        self._constant[name] = result
-        return result
+            return True
+        node = self.producer.get(name)
+        if node is None or node.domain not in ("", "ai.onnx") or node.op_type in _REFUSED or any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            return False
+        return [i for i in node.input if i]
 
     def cone(self, name: str) -> tuple[list[onnx.NodeProto], set[str]]:
         """The nodes that compute ``name`` and the stored tensors they read."""

@@ -131,3 +131,14 @@ def test_torch_scaled_std_conv_prunes_with_both_exporters(tmp_path) -> None:  # 
         assert report.groups_pruned == 1, exporter
         conv_weights = [init_shape(pruned, n.input[1]) for n in pruned.graph.node if n.op_type == "Conv"]
         assert conv_weights == [[4, 3, 3, 3], [4, 4, 3, 3]], exporter
+
+
+def test_deep_graph_does_not_exhaust_the_recursion_limit() -> None:
+    """timm mobileone_s0 (TorchScript) raised RecursionError here: asking whether the end of a
+    3000-node chain is computed from weights only used to recurse once per node."""
+    depth = 3000
+    nodes = [helper.make_node("Relu", ["x" if k == 0 else f"t{k}"], [f"t{k + 1}"]) for k in range(depth)]
+    nodes += [helper.make_node("Mul", ["s", "s"], ["s2"]), helper.make_node("Add", [f"t{depth}", "s2"], ["y"])]
+    m = model(nodes, {"x": [2]}, {"y": [2]}, {"s": w(2, seed=10)})
+    assert FoldWeightComputationsPass()(m).modified  # s·s is folded, the chain is left alone
+    assert [n.op_type for n in m.graph.node][-1] == "Add" and len(m.graph.node) == depth + 1
