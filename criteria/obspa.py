@@ -5,13 +5,21 @@ are the Conv, Gemm and MatMul layers that read the group's channels. After selec
 consumer's surviving weights and bias are refitted in closed form, so the output is a dense
 model that needs no fine-tuning.
 
-Statistics (:mod:`spa.stats`):
+Statistics:
 
-* ``moments`` (no data; the default without ``--calib``): channel samples pushed through the
-  model's own weights, with the BatchNorms fixing each channel's marginal and a spatial prior for
-  kernel taps; consumers whose inputs it cannot follow use synthetic activations.
-* ``synthetic`` (no data): ``N(0, 1)`` inputs run through onnxruntime.
+* ``synthetic`` (no data; the default without ``--calib``): seeded synthetic inputs with the
+  spectrum of natural images (:mod:`spa.synthetic`) run through onnxruntime, every
+  BatchNormalization normalising with the batch's own statistics, so each layer sees inputs in
+  the range it was trained for.
 * ``data``: the calibration inputs given with ``--calib``, the default when they are given.
+* ``moments`` (no data): channel samples pushed through the model's own weights
+  (:mod:`spa.stats`), with independent compensation. Kept for comparison.
+
+Compensation is **sequential** for ``synthetic`` and ``data`` (:mod:`spa.worlds`): consumers are
+refitted in topological order, each on its input in the *pruned* model (the layers before it
+already pruned and compensated) against its output in the original model, so every layer also
+corrects what the layers before it lost. Consumers of prunable groups that keep all their
+units are refitted too when their input changed.
 
 A group with no usable consumer (its readers are ConvTranspose, or share a weight) falls back
 to ``l2`` scores and is not compensated. The choice is logged.
@@ -20,6 +28,8 @@ to ``l2`` scores and is not compensated. The choice is logged.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -31,11 +41,16 @@ from spa.consumers import Consumer, find_consumers
 from spa.errors import InvalidArgumentError
 from spa.graph import ModelContext
 from spa.groups import Group
-from spa.obs import ObsLayer, refit, removal_scores
+from spa.obs import ObsLayer, refit, refit_to, removal_scores
 
 log = logging.getLogger(__name__)
 
 STATS = ("auto", "moments", "synthetic", "data")
+#: Synthetic samples: as many as cost about this many MACs in one forward pass ...
+SAMPLE_MACS = 2e11
+#: ... and whose cached activations (two worlds) fit in this many bytes, within these bounds.
+SAMPLE_BYTES = 1 << 29
+MIN_SAMPLES, MAX_SAMPLES = 16, 256
 
 
 @dataclass
@@ -48,38 +63,207 @@ class Compensation:
     #: bias initializer -> full-length values, updated in place
     biases: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def record(self, c: Consumer, ctx: ModelContext, new: np.ndarray, bias_slot: bool) -> np.ndarray | None:
+        """Store augmented weights ``new`` for ``c``; returns the bias as written (or None)."""
+        self.weights[c.weight] = c.to_weight(ctx, new[:, :-1])
+        if not bias_slot:
+            return None
+        bias = new[:, -1]
+        if c.bias is not None and c.own_bias and ctx.array(c.bias).size == bias.size:
+            current = ctx.array(c.bias)
+            self.biases[c.bias] = bias.astype(current.dtype).reshape(current.shape)
+            return self.biases[c.bias]
+        self.new_biases[c.node.name] = bias
+        return bias
+
+
+def bias_slot(c: Consumer) -> bool:
+    """Whether a refitted bias can be written for ``c`` (a MatMul needs an Add of its own)."""
+    return c.kind in ("conv", "gemm") or (c.bias is not None and c.own_bias)
+
+
+def augmented(c: Consumer, ctx: ModelContext) -> np.ndarray:
+    """``[W | b]`` of a consumer, float64."""
+    return np.concatenate([c.matrix(ctx), c.bias_vector(ctx)[:, None]], axis=1)
+
+
+def sample_count(ctx: ModelContext) -> int:
+    """How many synthetic samples: bounded by compute (:data:`SAMPLE_MACS`) and memory
+    (:data:`SAMPLE_BYTES`), within [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`]."""
+    from spa.metrics import measure
+    from spa.worlds import peak_activation_bytes
+
+    macs = max(measure(ctx, with_size=False).macs, 1)
+    peak = max(peak_activation_bytes(ctx), 1)
+    n = min(SAMPLE_MACS // macs, SAMPLE_BYTES // (2 * peak))
+    return int(min(MAX_SAMPLES, max(MIN_SAMPLES, n)))
+
 
 class OBSPACriterion(Criterion):
     name = "obspa"
     compensates = True
 
     def __init__(self, seed: int = 0, stats: str = "auto", calib: dict[str, np.ndarray] | None = None,
-                 synthetic_batches: int = 8, batch: int = 16) -> None:
+                 samples: int | None = None, batch: int = 32) -> None:
         super().__init__(seed)
         if stats not in STATS:
             raise InvalidArgumentError(f"--stats must be one of {', '.join(STATS)}, got '{stats}'")
         if stats == "data" and calib is None:
             raise InvalidArgumentError("--stats data needs calibration inputs (--calib)")
-        self.stats = ("data" if calib is not None else "moments") if stats == "auto" else stats
+        self.stats = ("data" if calib is not None else "synthetic") if stats == "auto" else stats
         self.calib = calib
-        self.synthetic_batches = synthetic_batches
+        self.samples = samples
         self.batch = batch
-        self._layers: dict[int, list[tuple[Consumer, ObsLayer]]] = {}
+        self._consumers: dict[int, list[Consumer]] = {}
+        self._n_units: dict[int, int] = {}
+        self._scores: dict[int, np.ndarray | None] = {}
+        self._layers: dict[int, list[tuple[Consumer, ObsLayer]]] = {}  # moments only
 
-    # ---- statistics ---------------------------------------------------------------------
+    # ---- consumers and inputs -----------------------------------------------------------
     def prepare(self, groups: list[Group], ctx: ModelContext) -> None:
-        """Find every group's consumers and their ``H`` (one onnxruntime pass for all)."""
-        consumers = {g.id: find_consumers(g, ctx) for g in groups}
-        flat = [c for cs in consumers.values() for c in cs]
+        """Find every group's consumers (statistics are taken when first needed)."""
+        new = [g for g in groups if g.id not in self._consumers]
+        for g in new:
+            self._consumers[g.id] = find_consumers(g, ctx)
+            self._n_units[g.id] = g.n_units
+        if self._uses_layers and new:
+            self._prepare_layers(new, ctx)
+        log.info("obspa: %d consumers, statistics from %s",
+                 sum(len(cs) for cs in self._consumers.values()), self.stats)
+
+    def _feeds(self, ctx: ModelContext) -> list[dict[str, np.ndarray]]:
+        if self.stats == "data":
+            assert self.calib is not None
+            n = len(next(iter(self.calib.values())))
+            return [{k: v[i:i + self.batch] for k, v in self.calib.items()} for i in range(0, n, self.batch)]
+        from spa.synthetic import synthetic_batches
+
+        n = self.samples or sample_count(ctx)
+        log.info("obspa: %d synthetic samples", n)
+        return list(synthetic_batches(ctx, math.ceil(n / self.batch), min(self.batch, n), seed=self.seed))
+
+    # ---- scoring ------------------------------------------------------------------------
+    def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
+        if group.id not in self._consumers:
+            self.prepare([group], ctx)
+        if self._uses_layers:
+            layers = [layer for _, layer in self._layers[group.id]]
+            scores = removal_scores(layers, group.n_units) if layers else None
+        else:
+            if group.id not in self._scores:
+                self._score_pending(ctx)
+            scores = self._scores[group.id]
+        if scores is None:
+            log.debug("obspa: group %d has no usable consumer; l2 scores", group.id)
+            return L2Criterion(self.seed).score(group, ctx)
+        return scores
+
+    def _score_pending(self, ctx: ModelContext) -> None:
+        """One pass of the original world over every group not scored yet: each consumer's
+        ``H`` is taken at its stop, and a group is scored (then its ``H`` dropped) as soon as
+        all its consumers are in."""
+        from spa.input_moments import second_moment, shrink
+        from spa.worlds import Worlds
+
+        t0 = time.perf_counter()
+        todo = [gid for gid in self._consumers if gid not in self._scores]
+        owner = {c.node.name: gid for gid in todo for c in self._consumers[gid]}
+        left = {gid: len(self._consumers[gid]) for gid in todo}
+        pending: dict[int, list[ObsLayer]] = {gid: [] for gid in todo}
+        units = {gid: self._n_units[gid] for gid in todo}
+        for gid in todo:
+            if not left[gid]:
+                self._scores[gid] = None
+        flat = [c for gid in todo for c in self._consumers[gid]]
+        worlds = Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic")
+        for stop in worlds.stops():
+            c = stop.consumer
+            gid = owner[c.node.name]
+            got = second_moment(c, ctx, stop.x)
+            if got is not None:
+                pending[gid].append(ObsLayer(augmented(c, ctx), c.col_unit, h=shrink(*got)))
+            else:
+                log.debug("obspa: %s: activations do not match its columns; it does not take part", c.node.name)
+            left[gid] -= 1
+            if left[gid] == 0:
+                layers = pending.pop(gid)
+                self._scores[gid] = removal_scores(layers, units[gid]) if layers else None
+        log.info("obspa: scored %d groups in %.1f s", len(todo), time.perf_counter() - t0)
+
+    # ---- compensation -------------------------------------------------------------------
+    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
+        by_id = {g.id: g for g in groups}
+        pruned = {gid: units for gid, units in kept_units.items()
+                  if gid in by_id and len(units) < by_id[gid].n_units}
+        if not pruned:
+            return Compensation()
+        if self._uses_layers:
+            return self._compensate_independent(pruned, ctx)
+        from spa.worlds import twin_supported
+
+        if not twin_supported(ctx):
+            log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
+        return self._compensate_sequential(by_id, kept_units, pruned, ctx)
+
+    def _compensate_sequential(self, by_id: dict[int, Group], kept_units: dict[int, np.ndarray],
+                               pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
+        """Refit every consumer in topological order on its pruned-world input (:mod:`spa.worlds`)."""
+        from spa.input_moments import second_moment, shrink
+        from spa.worlds import PrunedWorld, Worlds, twin_supported
+
+        t0 = time.perf_counter()
+        masks: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for gid, units in pruned.items():
+            g = by_id[gid]
+            for t, a in g.params(ctx):
+                removed = np.flatnonzero(~np.isin(g.unit_of[(t, a)], units))
+                if removed.size:
+                    masks.setdefault(t, []).append((a, removed))
+        consumers = [c for gid in self._consumers if gid in kept_units for c in self._consumers[gid]]
+        owner = {c.node.name: gid for gid in self._consumers for c in self._consumers[gid]}
+        for c in consumers:
+            masks.setdefault(c.weight, [])
+        twin = twin_supported(ctx)
+        world = PrunedWorld(masks, {}, {c.node.name: c.bias_vector(ctx).astype(ctx.array(c.weight).dtype)
+                                        for c in consumers if c.kind in ("conv", "gemm")}) if twin else None
+        worlds = Worlds(ctx, consumers, self._feeds(ctx), batch_stats=self.stats == "synthetic", pruned=world)
+        comp = Compensation()
+        for stop in worlds.stops():
+            c = stop.consumer
+            units = kept_units[owner[c.node.name]]
+            xp = stop.x_pruned if stop.x_pruned is not None else stop.x
+            removes = not np.isin(c.col_unit, units).all()
+            if not removes and all(np.array_equal(a, b) for a, b in zip(stop.x, xp)):
+                continue  # nothing this consumer reads has changed
+            new_h = second_moment(c, ctx, xp)
+            cross = second_moment(c, ctx, stop.x, xp)
+            if new_h is None or cross is None:
+                continue  # left as masked (the removed columns are sliced away)
+            new = refit_to(augmented(c, ctx), c.col_unit, units, shrink(*new_h), cross[0], bias=bias_slot(c))
+            bias = comp.record(c, ctx, new, bias_slot(c))
+            if world is not None:
+                worlds.install(c, comp.weights[c.weight], bias)
+        log.info("obspa: compensated %d consumers in %.1f s (%s)", len(comp.weights), time.perf_counter() - t0,
+                 "sequential" if twin else "independent")
+        return comp
+
+    # ---- per-consumer statistics, independent compensation (moments; subclasses) ---------
+    @property
+    def _uses_layers(self) -> bool:
+        """True for ``moments`` and for subclasses that bring their own :meth:`_statistics`."""
+        return self.stats == "moments" or type(self)._statistics is not OBSPACriterion._statistics
+
+    def _prepare_layers(self, groups: list[Group], ctx: ModelContext) -> None:
+        flat = [c for g in groups for c in self._consumers[g.id]]
         stats = self._statistics(flat, ctx)
         for g in groups:
             layers = []
-            for c in consumers[g.id]:
+            for c in self._consumers[g.id]:
                 st = stats.get(c.node.name)
                 if st is None:
                     log.debug("obspa: no statistics for %s; it does not take part", c.node.name)
                     continue
-                w = np.concatenate([c.matrix(ctx), c.bias_vector(ctx)[:, None]], axis=1)
+                w = augmented(c, ctx)
                 if isinstance(st, tuple):
                     layers.append((c, ObsLayer(w, c.col_unit, mean=st[0], var=st[1])))
                 elif callable(st):
@@ -87,74 +271,48 @@ class OBSPACriterion(Criterion):
                 else:
                     layers.append((c, ObsLayer(w, c.col_unit, h=st)))
             self._layers[g.id] = layers
-        log.info("obspa: %d consumers, statistics from %s", len(flat), self.stats)
 
     def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, object]:
-        """Per consumer: ``(mean, var)`` of its columns (moments) or the full ``H`` (data)."""
+        """Per consumer (moments): ``(mean, var)`` of its columns, or a function that builds its ``H``."""
         if not consumers:
             return {}
-        if self.stats == "moments":
-            from spa.stats import MomentEstimator, consumer_statistics
+        from spa.stats import MomentEstimator, activation_H, consumer_statistics
 
-            est = MomentEstimator(ctx, seed=self.seed)
-            out: dict[str, object] = {}
-            for c in consumers:
-                st = consumer_statistics(c, est)
-                if st is not None:
-                    out[c.node.name] = st
-            rest = [c for c in consumers if c.node.name not in out]
-            if rest:
-                # Inputs the moment model cannot follow (e.g. after a LayerNorm): synthetic
-                # activations, still without data.
-                from spa.stats import activation_H
-
-                log.info("obspa: %d consumers use synthetic activations", len(rest))
-                out.update(activation_H(rest, ctx, self._synthetic_batches(ctx), seed=self.seed))
-            return out
-        from spa.stats import activation_H
-
-        return activation_H(consumers, ctx, self._batches(ctx), seed=self.seed)
+        consumers = sorted(consumers, key=lambda c: ctx.node_index[c.node.name])
+        est = MomentEstimator(ctx, seed=self.seed, readers=[c.x for c in consumers])
+        out: dict[str, object] = {}
+        for c in consumers:
+            st = consumer_statistics(c, est)
+            if st is not None:
+                out[c.node.name] = st
+            est.done(c.x)
+        rest = [c for c in consumers if c.node.name not in out]
+        if rest:
+            # Inputs the moment model cannot follow (e.g. after a LayerNorm): synthetic
+            # activations, still without data.
+            log.info("obspa: %d consumers use synthetic activations", len(rest))
+            out.update(activation_H(rest, ctx, self._random_batches(ctx), seed=self.seed))
+        return out
 
     def _batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
-        if self.stats == "data":
-            assert self.calib is not None
+        """Calibration batches of 16, or 8 batches of 16 ``N(0, 1)`` inputs (for the criteria
+        that take plain activation statistics: ``fluctuation``, ``activation``)."""
+        if self.calib is not None:
             n = len(next(iter(self.calib.values())))
-            for i in range(0, n, self.batch):
-                yield {k: v[i : i + self.batch] for k, v in self.calib.items()}
+            for i in range(0, n, 16):
+                yield {k: v[i:i + 16] for k, v in self.calib.items()}
             return
-        yield from self._synthetic_batches(ctx)
+        yield from self._random_batches(ctx)
 
-    def _synthetic_batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
+    def _random_batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
         from spa.runtime import random_inputs
 
-        for b in range(self.synthetic_batches):
-            yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=self.batch)
+        for b in range(8):
+            yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=16)
 
-    # ---- scoring and compensation -------------------------------------------------------
-    def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
-        if group.id not in self._layers:
-            self.prepare([group], ctx)
-        layers = [layer for _, layer in self._layers[group.id]]
-        if not layers:
-            log.debug("obspa: group %d has no usable consumer; l2 scores", group.id)
-            return L2Criterion(self.seed).score(group, ctx)
-        return removal_scores(layers, group.n_units)
-
-    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
+    def _compensate_independent(self, pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
         comp = Compensation()
-        for g in groups:
-            units = kept_units.get(g.id)
-            if units is None or len(units) == g.n_units:
-                continue
-            for c, layer in self._layers.get(g.id, []):
-                new = refit(layer, units)
-                comp.weights[c.weight] = c.to_weight(ctx, new[:, :-1])
-                bias = new[:, -1]
-                if c.kind in ("matmul", "matmul_t") and not (c.bias is not None and c.own_bias):
-                    continue  # no bias of its own to write: the weight refit alone
-                if c.bias is not None and c.own_bias and ctx.array(c.bias).size == bias.size:
-                    current = ctx.array(c.bias)
-                    comp.biases[c.bias] = bias.astype(current.dtype).reshape(current.shape)
-                else:
-                    comp.new_biases[c.node.name] = bias
+        for gid, units in pruned.items():
+            for c, layer in self._layers.get(gid, []):
+                comp.record(c, ctx, refit(layer, units), bias_slot(c))
         return comp

@@ -176,3 +176,29 @@ def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
     out = np.zeros_like(layer.w)
     out[:, keep] = new_k
     return out
+
+
+def refit_to(w: np.ndarray, col_unit: np.ndarray, kept_units: np.ndarray, h_new: np.ndarray, h_cross: np.ndarray,
+             bias: bool = True) -> np.ndarray:
+    """Weights for the kept columns of a *changed* input that best reproduce the original output.
+
+    ``x̃`` is the consumer's input in the original model, ``x̃'`` in the pruned one (the layers
+    before it already pruned and compensated). Minimising ``E‖W̃ x̃ − W̃' x̃'_K‖²`` gives
+    ``W̃'_K = W̃ · H×[:, K] · (H'[K, K])⁻¹`` with ``H' = E[x̃' x̃'ᵀ]`` and ``H× = E[x̃ x̃'ᵀ]``; with
+    ``x̃' = x̃`` it is :func:`refit`. ``bias`` False leaves the bias coordinate out (a consumer
+    with no bias to write). Returns the augmented weights, full width, removed columns zero.
+    """
+    keep = np.flatnonzero(np.isin(col_unit, kept_units))
+    if bias:
+        keep = np.append(keep, h_new.shape[0] - 1)
+    hk = h_new[np.ix_(keep, keep)]
+    d = np.diag(hk)
+    hk = hk + np.eye(keep.size) * max(REFIT_DAMP * float(np.mean(d)) if d.size else 0.0, 1e-12)
+    rhs = w @ h_cross[:, keep]
+    try:
+        new_k = np.linalg.solve(hk, rhs.T).T
+    except np.linalg.LinAlgError:
+        new_k = np.linalg.lstsq(hk, rhs.T, rcond=None)[0].T
+    out = np.zeros_like(w)
+    out[:, keep] = new_k
+    return out

@@ -118,13 +118,54 @@ _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divi
 
 
 class MomentEstimator:
-    """Per-channel samples of activations (channel axis 1), derived from the model alone."""
+    """Per-channel samples of activations (channel axis 1), derived from the model alone.
 
-    def __init__(self, ctx: ModelContext, seed: int = 0, samples: int = SAMPLES) -> None:
+    With ``readers`` (the tensors whose statistics will be asked for, one entry per request, in
+    topological order), samples are reference-counted: a tensor's samples are dropped once every
+    output derived from it exists and every request for it is :meth:`done`, so memory holds what
+    is live at one point of the graph rather than every tensor's samples.
+    """
+
+    def __init__(self, ctx: ModelContext, seed: int = 0, samples: int = SAMPLES,
+                 readers: list[str] | None = None) -> None:
         self.ctx = ctx
         self.rng = np.random.default_rng(seed)
         self.s = samples
         self._memo: dict[str, np.ndarray | None] = {}
+        self._pending: dict[str, int] | None = None if readers is None else self._reader_counts(readers)
+
+    def _reader_counts(self, readers: list[str]) -> dict[str, int]:
+        """Per tensor: outputs of the nodes that read it and lead to ``readers``, plus requests."""
+        needed: set[str] = set()
+        stack = list(readers)
+        while stack:
+            t = stack.pop()
+            if t in needed or not t:
+                continue
+            needed.add(t)
+            node = self.ctx.producer.get(t)
+            if node is not None:
+                stack.extend(node.input)
+        counts: dict[str, int] = {}
+        for t in needed:
+            node = self.ctx.producer.get(t)
+            for i in set(node.input) if node is not None else ():
+                if i:
+                    counts[i] = counts.get(i, 0) + 1
+        for r in readers:
+            counts[r] = counts.get(r, 0) + 1
+        return counts
+
+    def done(self, tensor: str) -> None:
+        """One request for ``tensor``'s statistics is finished."""
+        self._release(tensor)
+
+    def _release(self, tensor: str) -> None:
+        if self._pending is None or tensor not in self._pending:
+            return
+        self._pending[tensor] -= 1
+        if self._pending[tensor] <= 0:
+            self._memo.pop(tensor, None)
 
     def moments(self, tensor: str) -> tuple[np.ndarray, np.ndarray] | None:
         """Mean and variance of every index of ``tensor``'s axis 1 (features after Flatten)."""
@@ -154,7 +195,10 @@ class MomentEstimator:
             except (ValueError, FloatingPointError):
                 out = None
             self._memo[tensor] = None if out is None else out.astype(np.float32)  # half the memory
-        return self._memo[tensor]
+            node = self.ctx.producer.get(tensor)
+            for i in set(node.input) if node is not None else ():
+                self._release(i)
+        return self._memo.get(tensor)
 
     def _normal(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
         return self.rng.standard_normal((self.s, mean.size)) * np.sqrt(np.maximum(var, 0)) + mean
@@ -330,9 +374,8 @@ def column_moments(consumer: Consumer, est: MomentEstimator) -> tuple[np.ndarray
 # --------------------------------------------------------------------------------------
 # activations from data (real or synthetic)
 # --------------------------------------------------------------------------------------
-def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], rows: int,
-                 rng: np.random.Generator) -> np.ndarray:
-    """Up to ``rows`` random unfolded patches of ``x`` as Conv ``node`` sees them."""
+def conv_windows(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...]) -> np.ndarray:
+    """A view ``(N, C, *out, *kshape)`` of every window Conv ``node`` reads from ``x``."""
     nd = len(kshape)
     strides = list(attr(node, "strides", [1] * nd))  # type: ignore[arg-type]
     dil = list(attr(node, "dilations", [1] * nd))  # type: ignore[arg-type]
@@ -352,8 +395,15 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], r
     xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nd]) for i in range(nd)])
     eff = tuple((k - 1) * d + 1 for k, d in zip(kshape, dil))
     win = np.lib.stride_tricks.sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nd)))
-    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
-              + tuple(slice(None, None, d) for d in dil)]
+    return win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+               + tuple(slice(None, None, d) for d in dil)]
+
+
+def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], rows: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """Up to ``rows`` random unfolded patches of ``x`` as Conv ``node`` sees them."""
+    nd = len(kshape)
+    win = conv_windows(x, node, kshape)
     n, ch = x.shape[:2]
     out_shape = win.shape[2:2 + nd]
     total = n * int(np.prod(out_shape, dtype=np.int64))
