@@ -108,12 +108,16 @@ def providers_for(device: str) -> list[str]:
     raise InvalidArgumentError(f"--device must be 'cpu', 'cuda' or 'auto', got '{device}'")
 
 
-def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0) -> Any:
+def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0,
+                 basic: bool = False) -> Any:
     """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose) from a model,
-    a path, or serialized bytes."""
+    a path, or serialized bytes. ``basic`` keeps onnxruntime to its basic graph optimisations
+    (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`)."""
     ort = _ort()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if basic:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         opts.intra_op_num_threads = threads
     providers = providers_for(device)
