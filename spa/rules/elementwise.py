@@ -75,6 +75,8 @@ class BroadcastRule(Rule):
         n = ctx.dim(*space) if folded else dim_or_block(ctx, c, (out, ao), node, space)
         if n is None:
             return c
+        if side == "in" and n != 1 and ctx.dim(*space) == 1:
+            return c  # this input broadcasts along the axis (FocalNet's gate slice): it indexes no channel
         for t in [*[i for i in node.input if i], out]:
             if t == space[0]:
                 continue

@@ -75,3 +75,21 @@ def test_broadcast_scalar_and_size_one_axis_not_coupled() -> None:
     g = group_of(spa.analyze(m), "c1.w", 0)
     assert all(t not in ("k", "row") for t, _ in g.members)
     prune_checked(m, 0.5)
+
+
+def test_one_channel_gate_broadcast_over_another_layer_couples_nothing() -> None:
+    """FocalNet's ``ctx * gates[:, l:l+1]``: a one-channel slice of one layer scales every channel of
+    another. Asked from the slice, the Mul used to link its one channel with all of the other
+    layer's channels (indices past the slice's size), merging unrelated units: 2 units where
+    timm focalnet_tiny_srf's TorchScript export has 769."""
+    inits: dict = {"lo": np.array([0], np.int64), "hi": np.array([1], np.int64), "ax": np.array([1], np.int64)}
+    nodes = [conv("x", "g", 3, 4, inits=inits), helper.make_node("Slice", ["g", "lo", "hi", "ax"], ["gate"]),
+             conv("x", "c", 3, 6, inits=inits), helper.make_node("Mul", ["c", "gate"], ["m"]),
+             helper.make_node("Relu", ["g"], ["gr"]), conv("gr", "yg", 4, 2, inits=inits),
+             conv("m", "y", 6, 2, inits=inits)]
+    m = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5], "yg": [1, 2, 5, 5]}, inits)
+    a = spa.analyze(m)
+    gates, chans = group_of(a, "g.w", 0), group_of(a, "c.w", 0)
+    assert gates is not chans and gates.n_units == 4 and chans.n_units == 6
+    _, _, report = prune_checked(m, 0.5)  # masked equivalence included
+    assert report.groups_pruned == 2
