@@ -94,9 +94,23 @@ def _visit(ctx: ModelContext, cg: CouplingGraph, space: Space) -> list[Space]:
         cpl = _safe(lambda: rule.couple(node, ctx, space), None)  # noqa: B023
         if cpl is None:
             cpl = Coupling().block(space, f"coupling rule for {node_label(node)} failed; see log")
+        elif not _in_range(ctx, cpl):
+            log.warning("the coupling rule for %s linked indices past a tensor's size; its group is blocked",
+                        node_label(node))
+            cpl = Coupling().block(space, f"coupling rule for {node_label(node)} gave indices out of range; see log")
         _spread_folds(ctx, cpl)
         new.extend(cg.add(cpl, space))
     return new
+
+
+def _in_range(ctx: ModelContext, cpl: Coupling) -> bool:
+    """Every index of every edge lies inside its space (a rule bug would merge unrelated units)."""
+    for e in cpl.edges:
+        for s, idx in ((e.a, e.ia), (e.b, e.ib)):
+            n = ctx.dim(*s)
+            if idx.size and n is not None and (int(idx.max()) >= n or int(idx.min()) < 0):
+                return False
+    return True
 
 
 def _spread_folds(ctx: ModelContext, cpl: Coupling) -> None:
