@@ -1047,7 +1047,9 @@ class TileRule(Rule):
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
-        reps = _int_input(node, ctx, 1)
+        # Repeats may be built at run time (TorchScript: Concat(batch size, 1, 1, 1), XCiT's
+        # positional encoding); only the channel axis's entry must be a literal 1.
+        reps = _int_input(node, ctx, 1) or shape_symbols(ctx, node.input[1])
         if position(node, space[0]) == ("in", 1) or reps is None or reps[space[1]] != 1:
             return c.block(space, f"{node_label(node)} repeats axis {space[1]} or repeats unknown")
         return _identity_all(c, ctx, node, space, [node.input[0], node.output[0]])
