@@ -107,6 +107,29 @@ def is_structural(ctx: ModelContext, tensor: str, axis: int) -> bool:
     return True
 
 
+def is_softmaxed(ctx: ModelContext, tensor: str, axis: int) -> bool:
+    """True when a Softmax normalises over ``axis`` of ``tensor`` (through layout ops): SKNet's
+    and ResNeSt's attention across branches reshapes ``(B, 2·C)`` to ``(B, 2, C)`` and softmaxes
+    over the 2. Such an axis weighs branches against each other; it is never the one pruned."""
+    frontier: list[Space] = [(tensor, axis)]
+    seen = 0
+    while frontier:
+        t, a = frontier.pop()
+        for node in ctx.consumers.get(t, []):
+            seen += 1
+            if seen > _MAX_TRACE or node.input[0] != t:
+                return False
+            rank = ctx.rank(t)
+            if node.op_type in ("Softmax", "LogSoftmax") and rank is not None:
+                if int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)) % rank == a:  # type: ignore[arg-type]
+                    return True
+                continue
+            nxt = _next_axis(ctx, node, t, a)
+            if nxt is not None:
+                frontier.append(nxt)
+    return False
+
+
 def couple_split(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Space,
                  src: tuple[Space, int], parts: list[tuple[Space, int]]) -> Coupling:
     """Couple ``space`` through a Reshape that splits axis ``src`` into the axes ``parts``
@@ -119,7 +142,7 @@ def couple_split(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Sp
     sizes = [k for _, k in parts]
     if int(np.prod(sizes, dtype=np.int64)) != n:
         return c.block(space, f"{node_label(node)} sizes of axis {x_space[1]} of '{x_space[0]}' do not match its split")
-    free = [k for k, (s, _) in enumerate(parts) if not is_structural(ctx, *s)]
+    free = [k for k, (s, _) in enumerate(parts) if not is_structural(ctx, *s) and not is_softmaxed(ctx, *s)]
     if not free:
         return c.block(space, f"{node_label(node)} splits axis {x_space[1]} of '{x_space[0]}' only into selected slices")
     chosen = free[0] if mode == "whole" else free[-1]
