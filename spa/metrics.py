@@ -1,7 +1,9 @@
 """Static cost of a model: parameters and multiply-accumulates (MACs).
 
 MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum at batch size 1
-(symbolic dims count as 1), and of onnxruntime's fused ``com.microsoft`` ops that hide such
+(symbolic dims count as 1, except an axis 0 that the probe runs saw to be the batch times a fixed
+number, such as Swin's batch·windows: ``ModelContext.batch_multiples``), and of onnxruntime's
+fused ``com.microsoft`` ops that hide such
 products: ``Attention`` (the packed QKV projection, the scores ``Q·Kᵀ`` and the context
 ``softmax·V``), ``MultiHeadAttention`` (scores and context; its projections are MatMuls outside)
 and ``FusedMatMul``. Element-wise ops, softmax, pooling and normalisations are not counted.
