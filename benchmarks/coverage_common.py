@@ -298,9 +298,12 @@ def write_doc(doc: Path, title: str, command: str, vers: str, outcomes: Sequence
 # ---------------------------------------------------------------- the driver
 
 
-def main(cases: Sequence[Case], default: Sequence[str], title: str, command: str, extra_versions: Sequence[str],
+def main(cases: Sequence[Case], default: Sequence[str], title: str, module: str, extra_versions: Sequence[str],
          argv: Sequence[str] | None = None, description: str = "") -> list[Outcome]:
-    """Parse the command line, export and prune the chosen cases, print the table, write ``--doc``."""
+    """Parse the command line, export and prune the chosen cases, print the table, write ``--doc``
+    (which records the command as run: ``python -m MODULE ARGS``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python -m", module, *argv])
     known = {c.name: c for c in cases}
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--models", default=",".join(default),

@@ -66,6 +66,7 @@ MODELS: dict[str, tuple[int, dict[str, Any]]] = {
     "efficientvit_b0": (128, {}),
     "inception_next_atto": (128, {}),
     "skresnet18": (128, {}),
+    "resnest14d": (128, {}),
     "hgnetv2_b0": (128, {}),
     "repvit_m0_9": (128, {}),
     "mobileone_s0": (128, {}),
@@ -95,7 +96,7 @@ def run(argv: Sequence[str] | None = None) -> None:
     import timm
 
     main(cases(), DEFAULT, "Coverage on timm architectures",
-         "python -m benchmarks.timm_coverage --cache /tmp/timm --doc docs/coverage-timm.md",
+         "benchmarks.timm_coverage",
          [f"timm {timm.__version__}"], argv, __doc__.splitlines()[0])
 
 

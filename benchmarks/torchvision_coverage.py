@@ -80,7 +80,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
     all_cases = cases()
     main(all_cases, [c.name for c in all_cases], "Coverage on torchvision architectures",
-         "python -m benchmarks.torchvision_coverage --cache /tmp/tv --doc docs/coverage-torchvision.md",
+         "benchmarks.torchvision_coverage",
          [f"torchvision {torchvision.__version__}"], argv, __doc__.splitlines()[0])
 
 
