@@ -362,8 +362,9 @@ inputs (token ids, attention masks) get sequence length {seq} on their dynamic a
 - **groups found / pruned / blocked / unchanged**: coupled channel groups in the model; groups that
   lost units; groups SPA refuses to prune (with the reason); prunable groups that keep every unit at
   this ratio (`floor(ratio · n) = 0`, e.g. 2 KV heads at 0.3).
-- **params** (elements of float weights) and **MACs** (Conv/Gemm/MatMul multiply-accumulates at
-  batch 1, sequence 1), before → after, with the change.
+- **params** (elements of float weights) and **MACs** (multiply-accumulates of Conv, ConvTranspose,
+  Gemm, MatMul and the fused `com.microsoft` attention ops, see `spa/metrics.py`; at batch 1,
+  sequence 1), before → after, with the change.
 - **checker**: `onnx.checker.check_model(pruned, full_check=True)`. **onnxruntime**: the pruned
   model runs and its outputs are finite and shaped like the original's.
 - **equivalence**: `PASS (exact)` when the pruned model computes what the original computes with
