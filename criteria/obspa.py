@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 STATS = ("auto", "moments", "synthetic", "data")
 #: Synthetic samples: as many as cost about this many MACs in one forward pass ...
-SAMPLE_MACS = 2e11
+SAMPLE_MACS = 6.4e10
 #: ... and whose cached activations (two worlds) fit in this many bytes, within these bounds.
 SAMPLE_BYTES = 1 << 29
 MIN_SAMPLES, MAX_SAMPLES = 16, 256
@@ -162,7 +162,8 @@ class OBSPACriterion(Criterion):
         """One pass of the original world over every group not scored yet: each consumer's
         ``H`` is taken at its stop, and a group is scored (then its ``H`` dropped) as soon as
         all its consumers are in."""
-        from spa.input_moments import second_moment, shrink
+        from spa.input_moments import input_rows, shrunk_moment
+        from spa.obs import LowRankH
         from spa.worlds import Worlds
 
         t0 = time.perf_counter()
@@ -179,11 +180,14 @@ class OBSPACriterion(Criterion):
         for stop in worlds.stops():
             c = stop.consumer
             gid = owner[c.node.name]
-            got = second_moment(c, ctx, stop.x)
-            if got is not None:
-                pending[gid].append(ObsLayer(augmented(c, ctx), c.col_unit, h=shrink(*got)))
+            rows = input_rows(c, ctx, stop.x)
+            if rows is not None:
+                h = shrunk_moment(rows)
+                pending[gid].append(ObsLayer(augmented(c, ctx), c.col_unit, **(
+                    {"lowrank": h} if isinstance(h, LowRankH) else {"h": h})))
             else:
                 log.debug("obspa: %s: activations do not match its columns; it does not take part", c.node.name)
+            del rows
             left[gid] -= 1
             if left[gid] == 0:
                 layers = pending.pop(gid)
@@ -208,7 +212,7 @@ class OBSPACriterion(Criterion):
     def _compensate_sequential(self, by_id: dict[int, Group], kept_units: dict[int, np.ndarray],
                                pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
         """Refit every consumer in topological order on its pruned-world input (:mod:`spa.worlds`)."""
-        from spa.input_moments import second_moment, shrink
+        from spa.input_moments import input_rows, moment, shrink
         from spa.worlds import PrunedWorld, Worlds, twin_supported
 
         t0 = time.perf_counter()
@@ -235,11 +239,13 @@ class OBSPACriterion(Criterion):
             removes = not np.isin(c.col_unit, units).all()
             if not removes and all(np.array_equal(a, b) for a, b in zip(stop.x, xp)):
                 continue  # nothing this consumer reads has changed
-            new_h = second_moment(c, ctx, xp)
-            cross = second_moment(c, ctx, stop.x, xp)
-            if new_h is None or cross is None:
+            x, y = input_rows(c, ctx, stop.x), input_rows(c, ctx, xp)
+            if x is None or y is None:
                 continue  # left as masked (the removed columns are sliced away)
-            new = refit_to(augmented(c, ctx), c.col_unit, units, shrink(*new_h), cross[0], bias=bias_slot(c))
+            keep = np.flatnonzero(np.isin(c.col_unit, units))
+            y = y[:, keep]
+            new = refit_to(augmented(c, ctx), keep, shrink(moment(y), len(y)), moment(x, y), bias=bias_slot(c))
+            del x, y
             bias = comp.record(c, ctx, new, bias_slot(c))
             if world is not None:
                 worlds.install(c, comp.weights[c.weight], bias)

@@ -36,9 +36,37 @@ REFIT_DAMP = 1e-8
 
 
 @dataclass
+class LowRankH:
+    """``H = diag(a) + U · diag(s) · Uᵀ`` exactly (``s`` holds ±1): an estimate from fewer rows
+    than columns, shrunk toward its diagonal. Its inverse costs ``D²·r`` instead of ``D³``."""
+
+    a: np.ndarray  # (D,)
+    u: np.ndarray  # (D, r)
+    s: np.ndarray  # (r,)
+
+    def dense(self) -> np.ndarray:
+        h = (self.u * self.s) @ self.u.T
+        h[np.diag_indices_from(h)] += self.a
+        return h
+
+    def diag(self) -> np.ndarray:
+        return self.a + np.einsum("ij,ij,j->i", self.u, self.u, self.s)
+
+    def inverse(self, extra: float = 0.0) -> np.ndarray:
+        """``(H + extra·I)⁻¹`` by the Woodbury identity."""
+        ainv = 1.0 / (self.a + extra)
+        v = self.u * ainv[:, None]  # A⁻¹ U
+        k = np.diag(1.0 / self.s) + self.u.T @ v
+        out = -(v @ np.linalg.solve(k, v.T))
+        out[np.diag_indices_from(out)] += ainv
+        return out
+
+
+@dataclass
 class ObsLayer:
     """One consumer: augmented weights ``(rows, cols + 1)``, each column's unit, and either
-    ``H`` or the independent-feature model (``mean``, ``var`` per column)."""
+    ``H`` (dense, low-rank plus diagonal, or from a factory) or the independent-feature model
+    (``mean``, ``var`` per column)."""
 
     w: np.ndarray
     col_unit: np.ndarray  # (cols,) unit of each non-bias column
@@ -47,20 +75,24 @@ class ObsLayer:
     var: np.ndarray | None = None
     #: Builds ``H`` on demand from compact statistics, so only the consumers in use hold one.
     h_factory: Callable[[], np.ndarray] | None = None
+    lowrank: LowRankH | None = None
 
     def __post_init__(self) -> None:
-        if self.h is None and self.h_factory is None and (self.mean is None or self.var is None):
+        if self.h is None and self.h_factory is None and self.lowrank is None and \
+                (self.mean is None or self.var is None):
             raise ValueError("ObsLayer needs H, a factory for it, or mean and var")
 
     @property
     def independent(self) -> bool:
-        return self.h is None and self.h_factory is None
+        return self.h is None and self.h_factory is None and self.lowrank is None
 
     def full_h(self) -> np.ndarray:
         if self.h is not None:
             return self.h
         if self.h_factory is not None:
             return self.h_factory()
+        if self.lowrank is not None:
+            return self.lowrank.dense()
         assert self.mean is not None and self.var is not None
         ma = np.append(self.mean, 1.0)
         h = np.outer(ma, ma)
@@ -69,9 +101,18 @@ class ObsLayer:
 
     def damped(self, damp: float = DAMP) -> np.ndarray:
         h = self.full_h()
-        d = np.diag(h)
-        lam = damp * float(np.mean(d[:-1])) if d.size > 1 else damp
-        return h + np.diag(np.full(d.size, max(lam, 1e-12)))
+        return h + np.diag(np.full(h.shape[0], _damping(np.diag(h), damp)))
+
+    def damped_inverse(self, damp: float = DAMP) -> np.ndarray:
+        """``(H + λI)⁻¹`` with the damping of :meth:`damped`."""
+        if self.lowrank is not None:
+            return self.lowrank.inverse(_damping(self.lowrank.diag(), damp))
+        return np.linalg.inv(self.damped(damp))
+
+
+def _damping(d: np.ndarray, damp: float) -> float:
+    lam = damp * float(np.mean(d[:-1])) if d.size > 1 else damp
+    return max(lam, 1e-12)
 
 
 def _unit_blocks(col_unit: np.ndarray) -> dict[int, np.ndarray]:
@@ -115,8 +156,7 @@ def removal_scores(layers: list[ObsLayer], n_units: int, rounds: int = 16) -> np
     # unit of each surviving column. Shrinking after each round makes the total downdate cost
     # about D^3 / 3 instead of D^3 for D columns.
     # Ranking runs in float32 (twice as fast, ample for an order); the final refit is float64.
-    work = [[layer.w.astype(np.float32), np.linalg.inv(layer.damped().astype(np.float32)), layer.col_unit.copy()]
-            for layer in layers]
+    work = [[layer.w.astype(np.float32), _ranking_inverse(layer), layer.col_unit.copy()] for layer in layers]
     alive = set(range(n_units))
     score = np.zeros(n_units)
     step = max(1, math.ceil((n_units - 1) / rounds))
@@ -135,24 +175,32 @@ def removal_scores(layers: list[ObsLayer], n_units: int, rounds: int = 16) -> np
             w, hinv, col_unit = item
             gone = np.isin(col_unit, chosen)
             if gone.any():
-                cols = np.flatnonzero(gone)
-                _remove(w, hinv, cols)
-                keep = np.append(np.flatnonzero(~gone), hinv.shape[0] - 1)
-                item[0], item[1], item[2] = w[:, keep], hinv[np.ix_(keep, keep)], col_unit[~gone]
+                item[0], item[1] = _remove(w, hinv, np.flatnonzero(gone))
+                item[2] = col_unit[~gone]
     for u in alive:
         score[u] = rank + 1.0
     return score
 
 
-def _remove(w: np.ndarray, hinv: np.ndarray, cols: np.ndarray) -> None:
-    """In-place OBS update of ``w`` and downdate of ``hinv`` for removing ``cols``."""
+def _ranking_inverse(layer: ObsLayer) -> np.ndarray:
+    """The damped ``H⁻¹`` in float32 (low-rank layers are inverted in float64, then cast)."""
+    if layer.lowrank is not None:
+        return layer.damped_inverse().astype(np.float32)
+    return np.linalg.inv(layer.damped().astype(np.float32))
+
+
+def _remove(w: np.ndarray, hinv: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """OBS update of ``w`` and downdate of ``hinv`` for removing ``cols``; returns both restricted
+    to the surviving columns (bias last), computing only the surviving block."""
+    keep = np.ones(hinv.shape[0], dtype=bool)
+    keep[cols] = False
     a = np.linalg.inv(hinv[np.ix_(cols, cols)] + np.eye(cols.size, dtype=hinv.dtype) * 1e-12)
-    rows_p = hinv[cols, :]  # (P, D)
-    w -= (w[:, cols] @ a) @ rows_p
-    hinv -= hinv[:, cols] @ a @ rows_p
-    w[:, cols] = 0.0
-    hinv[cols, :] = 0.0
-    hinv[:, cols] = 0.0
+    rows_p = hinv[np.ix_(cols, keep)]  # (P, K)
+    w_new = w[:, keep] - (w[:, cols] @ a) @ rows_p
+    left = rows_p.T @ a  # (K, P)
+    h_new = hinv[np.ix_(keep, keep)]
+    h_new -= left @ rows_p
+    return w_new, h_new
 
 
 def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
@@ -178,27 +226,28 @@ def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
     return out
 
 
-def refit_to(w: np.ndarray, col_unit: np.ndarray, kept_units: np.ndarray, h_new: np.ndarray, h_cross: np.ndarray,
+def refit_to(w: np.ndarray, keep_cols: np.ndarray, h_new: np.ndarray, h_cross: np.ndarray,
              bias: bool = True) -> np.ndarray:
     """Weights for the kept columns of a *changed* input that best reproduce the original output.
 
     ``x̃`` is the consumer's input in the original model, ``x̃'`` in the pruned one (the layers
     before it already pruned and compensated). Minimising ``E‖W̃ x̃ − W̃' x̃'_K‖²`` gives
-    ``W̃'_K = W̃ · H×[:, K] · (H'[K, K])⁻¹`` with ``H' = E[x̃' x̃'ᵀ]`` and ``H× = E[x̃ x̃'ᵀ]``; with
-    ``x̃' = x̃`` it is :func:`refit`. ``bias`` False leaves the bias coordinate out (a consumer
-    with no bias to write). Returns the augmented weights, full width, removed columns zero.
+    ``W̃'_K = W̃ · H×_{:K} · (H'_KK)⁻¹`` with ``H'_KK = E[x̃'_K x̃'_Kᵀ]`` (``h_new``) and
+    ``H×_{:K} = E[x̃ x̃'_Kᵀ]`` (``h_cross``), both over the kept columns ``keep_cols`` plus the
+    bias coordinate (last). With ``x̃' = x̃`` it is :func:`refit`. ``bias`` False leaves the bias
+    coordinate out (a consumer with no bias to write). Returns the augmented weights, full
+    width, removed columns zero.
     """
-    keep = np.flatnonzero(np.isin(col_unit, kept_units))
-    if bias:
-        keep = np.append(keep, h_new.shape[0] - 1)
-    hk = h_new[np.ix_(keep, keep)]
-    d = np.diag(hk)
-    hk = hk + np.eye(keep.size) * max(REFIT_DAMP * float(np.mean(d)) if d.size else 0.0, 1e-12)
-    rhs = w @ h_cross[:, keep]
+    if not bias:
+        h_new, h_cross = h_new[:-1, :-1], h_cross[:, :-1]
+    d = np.diag(h_new)
+    hk = h_new + np.eye(d.size) * max(REFIT_DAMP * float(np.mean(d)) if d.size else 0.0, 1e-12)
+    rhs = w @ h_cross
     try:
         new_k = np.linalg.solve(hk, rhs.T).T
     except np.linalg.LinAlgError:
         new_k = np.linalg.lstsq(hk, rhs.T, rcond=None)[0].T
     out = np.zeros_like(w)
-    out[:, keep] = new_k
+    cols = np.append(keep_cols, w.shape[1] - 1) if bias else keep_cols
+    out[:, cols] = new_k
     return out
