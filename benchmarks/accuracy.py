@@ -17,8 +17,12 @@ digits, never test digits) as ``calib={"input": images}`` (see :func:`prune_kwar
 ratio or model SPA rejects (any ``spa.SpaError``, e.g. an unknown criterion) is shown as n/a with
 the reason under the table; any other exception is reported the same way unless ``--strict``.
 
+With several seeds (``--seed 0,1,2``) every row is run once per seed and shows the mean and the
+minimum; criteria that do not depend on the seed (:data:`SEED_FREE`) run once.
+
     python -m benchmarks.accuracy [--models resnet,vgg,mobilenet,vit]
-        [--criteria random,l1,l2,bn-scale,obspa,obspa@128] [--ratios 0.2,0.4,0.6] [--cache DIR] [--json FILE]
+        [--criteria random,l1,l2,bn-scale,obspa,obspa@128] [--ratios 0.2,0.4,0.6] [--seed 0,1,2]
+        [--cache DIR] [--json FILE] [--summary FILE]
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ log = logging.getLogger("benchmarks.accuracy")
 MODEL_NAMES: tuple[str, ...] = ("resnet", "vgg", "mobilenet", "vit")
 DEFAULT_CRITERIA: tuple[str, ...] = ("random", "l1", "l2", "bn-scale", "obspa", "obspa@128")
 DEFAULT_RATIOS: tuple[float, ...] = (0.2, 0.4, 0.6)
+#: Criteria whose result does not depend on ``seed`` (run once however many seeds are asked for).
+SEED_FREE: frozenset[str] = frozenset({"l1", "l2", "bn-scale"})
 #: Bump to retrain cached models after a change to the model code or the training loop.
 MODEL_CODE_VERSION = 2
 
@@ -394,8 +400,11 @@ class Row:
     model: str
     criterion: str
     ratio: float
-    accuracy: float | None = None
+    accuracy: float | None = None  # mean over seeds
     relative: float | None = None
+    accuracy_min: float | None = None
+    accuracies: list[float] = field(default_factory=list)  # one per seed
+    seeds: list[int] = field(default_factory=list)
     params_before: int = 0
     params_after: int | None = None
     macs_before: int = 0
@@ -425,7 +434,36 @@ class ModelSummary:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate(tm: TrainedModel, specs: Sequence[CriterionSpec], ratios: Sequence[float], seed: int,
+def _run_one(row: Row, spec: CriterionSpec, seed: int, original: onnx.ModelProto, input_name: str,
+             x: np.ndarray, y: np.ndarray, strict: bool) -> None:
+    """Prune with one seed and add its accuracy to ``row`` (or set ``row.error``)."""
+    t0 = time.perf_counter()
+    try:
+        result = spa.prune(original, ratio=row.ratio, criterion=spec.name, seed=seed,
+                           **prune_kwargs(spec, seed, input_name))
+    except spa.SpaError as exc:
+        row.error = f"{type(exc).__name__}: {exc}"
+        return
+    except Exception as exc:  # an SPA bug: report it, keep the other rows
+        if strict:
+            raise
+        log.debug("%s", traceback.format_exc())
+        row.error = f"internal error {type(exc).__name__}: {exc}"
+        return
+    seconds = time.perf_counter() - t0
+    n = len(row.accuracies)
+    row.prune_seconds = seconds if row.prune_seconds is None else (row.prune_seconds * n + seconds) / (n + 1)
+    rep = result.report
+    row.params_before, row.params_after = rep.before.params, rep.after.params
+    row.macs_before, row.macs_after = rep.before.macs, rep.after.macs
+    row.groups_total, row.groups_prunable = rep.groups_total, rep.groups_prunable
+    row.groups_pruned, row.groups_blocked = rep.groups_pruned, len(rep.blocked)
+    row.units_removed = rep.units_removed
+    row.accuracies.append(onnx_accuracy(result.model, x, y))
+    row.seeds.append(seed)
+
+
+def evaluate(tm: TrainedModel, specs: Sequence[CriterionSpec], ratios: Sequence[float], seeds: Sequence[int],
              strict: bool) -> tuple[ModelSummary, list[Row]]:
     x, y = digits.test_set()
     original = spa.load_model(tm.path)
@@ -449,33 +487,20 @@ def evaluate(tm: TrainedModel, specs: Sequence[CriterionSpec], ratios: Sequence[
     for spec in specs:
         for ratio in ratios:
             row = Row(tm.name, spec.label, ratio, params_before=params, macs_before=macs)
-            t0 = time.perf_counter()
-            try:
-                result = spa.prune(original, ratio=ratio, criterion=spec.name, seed=seed,
-                                   **prune_kwargs(spec, seed, input_name))
-            except spa.SpaError as exc:
-                row.error = f"{type(exc).__name__}: {exc}"
-            except Exception as exc:  # an SPA bug: report it, keep the other rows
-                if strict:
-                    raise
-                log.debug("%s", traceback.format_exc())
-                row.error = f"internal error {type(exc).__name__}: {exc}"
-            else:
-                row.prune_seconds = time.perf_counter() - t0
-                rep = result.report
-                row.params_before, row.params_after = rep.before.params, rep.after.params
-                row.macs_before, row.macs_after = rep.before.macs, rep.after.macs
-                row.groups_total, row.groups_prunable = rep.groups_total, rep.groups_prunable
-                row.groups_pruned, row.groups_blocked = rep.groups_pruned, len(rep.blocked)
-                row.units_removed = rep.units_removed
-                row.accuracy = onnx_accuracy(result.model, x, y)
+            for seed in (seeds[:1] if spec.name in SEED_FREE else seeds):
+                _run_one(row, spec, seed, original, input_name, x, y, strict)
+                if row.error:
+                    break
+            if not row.error and row.accuracies:
+                row.accuracy = float(np.mean(row.accuracies))
+                row.accuracy_min = float(np.min(row.accuracies))
                 row.relative = row.accuracy / base_acc if base_acc > 0 else None
             if row.error:
                 log.warning("%s %s ratio %.2f: n/a (%s)", tm.name, spec.label, ratio, row.error.splitlines()[0])
             else:
-                log.info("%s %s ratio %.2f: accuracy %.2f%% (%d/%d groups pruned, %.2f s)", tm.name, spec.label,
-                         ratio, 100 * (row.accuracy or 0), row.groups_pruned, row.groups_prunable,
-                         row.prune_seconds)
+                log.info("%s %s ratio %.2f: accuracy %s (%d/%d groups pruned, %.2f s per run)", tm.name, spec.label,
+                         ratio, " ".join(f"{100 * a:.2f}%" for a in row.accuracies), row.groups_pruned,
+                         row.groups_prunable, row.prune_seconds)
             rows.append(row)
     return summary, rows
 
@@ -529,6 +554,8 @@ def markdown(summaries: Sequence[ModelSummary], rows: Sequence[Row]) -> str:
         else:
             assert r.accuracy is not None
             acc = f"{100 * r.accuracy:.2f}%"
+            if len(r.accuracies) > 1:
+                acc += f" (min {100 * (r.accuracy_min or 0):.2f}%, {len(r.accuracies)} seeds)"
             rel = f"{100 * r.relative:.1f}%" if r.relative is not None else "-"
             if r.groups_pruned == 0:
                 acc += " (nothing pruned)"
@@ -537,6 +564,36 @@ def markdown(summaries: Sequence[ModelSummary], rows: Sequence[Row]) -> str:
     if notes:
         lines.append("")
         lines += [f"[{i}] {err.splitlines()[0]}" for err, i in notes.items()]
+    return "\n".join(lines)
+
+
+def pivot(summaries: Sequence[ModelSummary], rows: Sequence[Row]) -> str:
+    """One line per model, one column per criterion; each cell is the accuracy in % at every
+    ratio (``a / b / c``), the mean over seeds, with the minimum in brackets when there are
+    several seeds."""
+    labels = list(dict.fromkeys(r.criterion for r in rows))
+    ratios = list(dict.fromkeys(r.ratio for r in rows))
+    by = {(r.model, r.criterion, r.ratio): r for r in rows}
+
+    def cell(model: str, label: str) -> str:
+        means, mins, multi = [], [], False
+        for q in ratios:
+            r = by.get((model, label, q))
+            if r is None or r.accuracy is None:
+                means.append("n/a")
+                mins.append("n/a")
+                continue
+            means.append(f"{100 * r.accuracy:.1f}")
+            mins.append(f"{100 * (r.accuracy_min if r.accuracy_min is not None else r.accuracy):.1f}")
+            multi = multi or len(r.accuracies) > 1
+        return " / ".join(means) + (f" (min {' / '.join(mins)})" if multi else "")
+
+    head = f"| model (original %) | {' | '.join(labels)} |"
+    lines = [f"Test accuracy in % at ratio {' / '.join(f'{q:g}' for q in ratios)} (mean over seeds, "
+             "min in brackets)", "", head, "|---" * (len(labels) + 1) + "|"]
+    for sm in summaries:
+        lines.append(f"| {sm.name} ({100 * sm.onnx_accuracy:.1f}) | "
+                     f"{' | '.join(cell(sm.name, lab) for lab in labels)} |")
     return "\n".join(lines)
 
 
@@ -572,7 +629,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="comma-separated (default 0.2,0.4,0.6)")
     p.add_argument("--cache", type=Path, help="folder to keep trained ONNX models in and reuse (default: temp dir)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
-    p.add_argument("--seed", type=int, default=0, help="seed for spa.prune (random criterion) and calibration")
+    p.add_argument("--seed", type=_csv(int), default=[0],
+                   help="comma-separated seeds for spa.prune and calibration (default 0); rows show mean and min")
+    p.add_argument("--summary", type=Path, help="also write the model x criterion table (Markdown) here")
     p.add_argument("--retrain", action="store_true", help="train even if the cache has the model")
     p.add_argument("--strict", action="store_true", help="re-raise errors that are not spa.SpaError")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -604,6 +663,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     print(markdown(summaries, rows))
+    table = pivot(summaries, rows)
+    print()
+    print(table)
+    if args.summary:
+        args.summary.write_text(table + "\n")
+        log.info("wrote %s", args.summary)
     if args.json:
         args.json.write_text(json.dumps(to_json(summaries, rows), indent=1))
         log.info("wrote %s", args.json)
