@@ -225,8 +225,10 @@ class OBSPACriterion(Criterion):
                     masks.setdefault(t, []).append((a, removed))
         consumers = [c for gid in self._consumers if gid in kept_units for c in self._consumers[gid]]
         owner = {c.node.name: gid for gid in self._consumers for c in self._consumers[gid]}
-        for c in consumers:
+        for c in consumers:  # names the pruned world must read from its own values
             masks.setdefault(c.weight, [])
+            if c.kind not in ("conv", "gemm") and c.bias is not None and c.own_bias:
+                masks.setdefault(c.bias, [])
         twin = twin_supported(ctx)
         world = PrunedWorld(masks, {}, {c.node.name: c.bias_vector(ctx).astype(ctx.array(c.weight).dtype)
                                         for c in consumers if c.kind in ("conv", "gemm")}) if twin else None

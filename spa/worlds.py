@@ -135,19 +135,20 @@ class Worlds:
         self.batches = batches
         self.pruned = pruned
         self.device = device
-        order = ctx.node_index
-        self.consumers = sorted(consumers, key=lambda c: order[c.node.name])
+        bundles = _bundles(ctx)
+        self.index = {node.name: k for k, (_, node) in enumerate(bundles)}
+        self.consumers = sorted(consumers, key=lambda c: self.index[c.node.name])
         self.statics: dict[str, np.ndarray] = {}  # helper constants (ReduceMean axes)
         self._stat_bns: set[str] = set()
         self.nodes: list[list[onnx.NodeProto]] = []
-        for node in ctx.model.graph.node:
+        for deps, node in bundles:
             orig = batch_stat_norm(ctx, node, self.statics) if batch_stats and node.op_type == "BatchNormalization" \
                 else None
             if orig is not None:
                 self._stat_bns.add(node.name)
-            world = orig if orig is not None else [node]
+            world = [*deps, *(orig if orig is not None else [node])]
             if pruned is not None:
-                world = [*world, self._pruned_node(node)]
+                world += [self._pruned_node(n) for n in (*deps, node)]
             self.nodes.append(world)
 
     # ---- the pruned world's names ------------------------------------------------------
@@ -219,8 +220,7 @@ class Worlds:
     # ---- running -----------------------------------------------------------------------
     def stops(self) -> Iterator[Stop]:
         """Every consumer, in topological order, with its inputs for all batches."""
-        order = self.ctx.node_index
-        stop_at = [order[c.node.name] for c in self.consumers]
+        stop_at = [self.index[c.node.name] for c in self.consumers]
         names = [(c.x, self.pname(c.x) if self.pruned is not None else None) for c in self.consumers]
         remaining: dict[str, int] = {}
         for world in self.nodes:
@@ -282,6 +282,38 @@ class Worlds:
             if remaining[r] <= 0:
                 for values in cache:
                     values.pop(r, None)
+
+
+def _bundles(ctx: ModelContext) -> list[tuple[list[onnx.NodeProto], onnx.NodeProto]]:
+    """The nodes that depend on a graph input, in order, each with the constant-only nodes it
+    needs first (e.g. the ``Transpose`` of a MatMul's weight). Running a constant node together
+    with its first reader means a pruned-world weight installed at a stop is the one it reads."""
+    dynamic = set(ctx.graph_inputs)
+    constant: dict[str, onnx.NodeProto] = {}
+    for node in ctx.model.graph.node:
+        if any(r in dynamic for r in reads(node)):
+            dynamic.update(o for o in node.output if o)
+        else:
+            for o in node.output:
+                if o:
+                    constant[o] = node
+    done: set[str] = set()
+
+    def needs(node: onnx.NodeProto, acc: list[onnx.NodeProto]) -> None:
+        for r in reads(node):
+            dep = constant.get(r)
+            if dep is not None and dep.name not in done:
+                done.add(dep.name)
+                needs(dep, acc)
+                acc.append(dep)
+
+    out = []
+    for node in ctx.model.graph.node:
+        if any(r in dynamic for r in reads(node)):
+            acc: list[onnx.NodeProto] = []
+            needs(node, acc)
+            out.append((acc, node))
+    return out
 
 
 def _release(t: str, cache: list[dict[str, np.ndarray]], remaining: dict[str, int]) -> None:
