@@ -212,7 +212,7 @@ class OBSPACriterion(Criterion):
     def _compensate_sequential(self, by_id: dict[int, Group], kept_units: dict[int, np.ndarray],
                                pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
         """Refit every consumer in topological order on its pruned-world input (:mod:`spa.worlds`)."""
-        from spa.input_moments import input_rows, moment, shrink
+        from spa.input_moments import input_rows
         from spa.worlds import PrunedWorld, Worlds, twin_supported
 
         t0 = time.perf_counter()
@@ -245,8 +245,7 @@ class OBSPACriterion(Criterion):
             if x is None or y is None:
                 continue  # left as masked (the removed columns are sliced away)
             keep = np.flatnonzero(np.isin(c.col_unit, units))
-            y = y[:, keep]
-            new = refit_to(augmented(c, ctx), keep, shrink(moment(y), len(y)), moment(x, y), bias=bias_slot(c))
+            new = refit_to(augmented(c, ctx), keep, x, y[:, keep], bias=bias_slot(c))
             del x, y
             bias = comp.record(c, ctx, new, bias_slot(c))
             if world is not None:

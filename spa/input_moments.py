@@ -19,7 +19,7 @@ from spa.graph import ModelContext
 from spa.obs import LowRankH
 
 #: Multiply-adds per moment matrix (rows x cols²) ...
-H_MACS = 2e10
+H_MACS = 1e10
 #: ... within this many rows.
 MAX_ROWS = 16384
 

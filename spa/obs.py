@@ -186,7 +186,31 @@ def _ranking_inverse(layer: ObsLayer) -> np.ndarray:
     """The damped ``H⁻¹`` in float32 (low-rank layers are inverted in float64, then cast)."""
     if layer.lowrank is not None:
         return layer.damped_inverse().astype(np.float32)
-    return np.linalg.inv(layer.damped().astype(np.float32))
+    return spd_inverse(layer.damped().astype(np.float32))
+
+
+def spd_inverse(h: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite matrix through its Cholesky factor
+    (``H⁻¹ = L⁻ᵀ L⁻¹``, ``L⁻¹`` by blocks): all matrix products, 2-3x faster than LU for
+    large float32 matrices. Falls back to :func:`numpy.linalg.inv` if ``h`` is not definite."""
+    try:
+        lower = np.linalg.cholesky(h)
+    except np.linalg.LinAlgError:
+        return np.linalg.inv(h)
+    li = _lower_inverse(lower)
+    return li.T @ li
+
+
+def _lower_inverse(lower: np.ndarray) -> np.ndarray:
+    n = lower.shape[0]
+    if n <= 128:
+        return np.linalg.inv(lower)
+    k = n // 2
+    a, c = _lower_inverse(lower[:k, :k]), _lower_inverse(lower[k:, k:])
+    out = np.zeros_like(lower)
+    out[:k, :k], out[k:, k:] = a, c
+    out[k:, :k] = -(c @ (lower[k:, :k] @ a))
+    return out
 
 
 def _remove(w: np.ndarray, hinv: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,23 +250,30 @@ def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
     return out
 
 
-def refit_to(w: np.ndarray, keep_cols: np.ndarray, h_new: np.ndarray, h_cross: np.ndarray,
-             bias: bool = True) -> np.ndarray:
+def refit_to(w: np.ndarray, keep_cols: np.ndarray, x: np.ndarray, y: np.ndarray, bias: bool = True) -> np.ndarray:
     """Weights for the kept columns of a *changed* input that best reproduce the original output.
 
-    ``x̃`` is the consumer's input in the original model, ``x̃'`` in the pruned one (the layers
-    before it already pruned and compensated). Minimising ``E‖W̃ x̃ − W̃' x̃'_K‖²`` gives
-    ``W̃'_K = W̃ · H×_{:K} · (H'_KK)⁻¹`` with ``H'_KK = E[x̃'_K x̃'_Kᵀ]`` (``h_new``) and
-    ``H×_{:K} = E[x̃ x̃'_Kᵀ]`` (``h_cross``), both over the kept columns ``keep_cols`` plus the
-    bias coordinate (last). With ``x̃' = x̃`` it is :func:`refit`. ``bias`` False leaves the bias
-    coordinate out (a consumer with no bias to write). Returns the augmented weights, full
-    width, removed columns zero.
+    ``x`` holds rows of the consumer's input in the original model, ``y`` the same rows in the
+    pruned one (the layers before it already pruned and compensated), restricted to the kept
+    columns ``keep_cols``. Minimising ``E‖W̃ x̃ − W̃' ỹ‖²`` over ``W̃'`` gives
+    ``W̃' = E[(W̃ x̃) ỹᵀ] · E[ỹ ỹᵀ]⁻¹``, with ``E[ỹ ỹᵀ]`` shrunk as in
+    :func:`spa.input_moments.shrink`; ``x̃``, ``ỹ`` carry a constant 1 for the bias unless
+    ``bias`` is False (a consumer with no bias to write). With ``y = x`` it is :func:`refit`.
+    The product with ``W̃`` is taken first, so no ``cols x cols`` cross matrix is formed.
+    Returns the augmented weights, full width, removed columns zero.
     """
+    from spa.input_moments import moment, shrink
+
+    n = x.shape[0]
+    target = x.astype(np.float64) @ w[:, :-1].T + w[:, -1]  # (rows, outputs): the original outputs
+    h_new = shrink(moment(y), n)
+    rhs = np.empty((w.shape[0], y.shape[1] + 1))
+    rhs[:, :-1] = (target.T @ y) / n
+    rhs[:, -1] = target.mean(axis=0)
     if not bias:
-        h_new, h_cross = h_new[:-1, :-1], h_cross[:, :-1]
+        h_new, rhs = h_new[:-1, :-1], rhs[:, :-1]
     d = np.diag(h_new)
     hk = h_new + np.eye(d.size) * max(REFIT_DAMP * float(np.mean(d)) if d.size else 0.0, 1e-12)
-    rhs = w @ h_cross
     try:
         new_k = np.linalg.solve(hk, rhs.T).T
     except np.linalg.LinAlgError:
