@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from modelkit import bn, conv, feeds_for, model, run, w
@@ -9,6 +11,8 @@ from onnx import helper
 from spa.criteria import get_criterion
 
 import spa
+
+ZOO_DIR = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
 
 def _mlp_with_scaled_copy() -> object:
@@ -105,3 +109,168 @@ def test_both_exporters_give_obspa_the_same_consumers(zoo) -> None:
         a = spa.analyze(zoo / f"resnet_basic.{exporter}.onnx")
         counts.append(sum(len(find_consumers(g, a.ctx)) for g in a.prunable))
     assert counts[0] == counts[1] > 1
+
+
+# ---- synthetic inputs, the two worlds, and the linear algebra behind sequential compensation ----
+
+def _conv_model() -> object:
+    inits: dict = {}
+    nodes = [conv("x", "a", 3, 4, inits=inits), bn("a", "n", 4, inits), helper.make_node("Relu", ["n"], ["r"]),
+             conv("r", "y", 4, 2, k=1, inits=inits)]
+    return model(nodes, {"x": ["N", 3, 16, 16]}, {"y": ["N", 2, 16, 16]}, inits)
+
+
+def test_synthetic_image_inputs_are_standardised_smooth_fields() -> None:
+    from spa.synthetic import synthetic_batches
+
+    ctx = spa.analyze(_conv_model()).ctx
+    (a,), (b,) = list(synthetic_batches(ctx, 1, 8, seed=0)), list(synthetic_batches(ctx, 1, 8, seed=1))
+    x = a["x"]
+    assert x.shape == (8, 3, 16, 16) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(axis=(2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=(2, 3)), 1, atol=1e-4)
+    neighbour = float(np.mean(x[..., 1:] * x[..., :-1]))  # natural-image spectrum: neighbours correlate
+    assert neighbour > 0.6
+    assert np.array_equal(x, next(synthetic_batches(ctx, 1, 8, seed=0))["x"]) and not np.array_equal(x, b["x"])
+    dense = spa.analyze(_mlp_with_scaled_copy()).ctx  # no conv reads it: white N(0, 1)
+    v = next(synthetic_batches(dense, 1, 64, seed=0))["x"]
+    assert v.shape == (64, 4) and abs(float(np.mean(v[:, 1:] * v[:, :-1]))) < 0.2
+
+
+def _linear3(hidden: int = 5) -> object:
+    """Three Linear layers on (N, T, 4) as the TorchScript exporter writes them:
+    MatMul(x, Transpose(W)) + b, with ReLUs between."""
+    inits = {"w1": w(hidden, 4, seed=1), "b1": w(hidden, seed=2), "w2": w(hidden, hidden, seed=3),
+             "b2": w(hidden, seed=4), "w3": w(3, hidden, seed=5), "b3": w(3, seed=6)}
+    nodes = []
+    x = "x"
+    for k in (1, 2, 3):
+        nodes += [helper.make_node("Transpose", [f"w{k}"], [f"t{k}"], perm=[1, 0]),
+                  helper.make_node("MatMul", [x, f"t{k}"], [f"m{k}"]),
+                  helper.make_node("Add", [f"m{k}", f"b{k}"], [f"h{k}"])]
+        if k < 3:
+            nodes.append(helper.make_node("Relu", [f"h{k}"], [f"r{k}"]))
+            x = f"r{k}"
+    return model(nodes, {"x": ["N", 6, 4]}, {"h3": ["N", 6, 3]}, inits)
+
+
+def test_pruned_world_reads_the_weights_installed_at_a_stop() -> None:
+    from spa.consumers import find_consumers
+    from spa.worlds import PrunedWorld, Worlds
+
+    m = _linear3()
+    a = spa.analyze(m)
+    groups = {g.describe(a.ctx): g for g in a.prunable}
+    consumers = [c for g in a.prunable for c in find_consumers(g, a.ctx)]
+    assert sorted(c.kind for c in consumers) == ["matmul_t", "matmul_t"]
+    g1 = next(g for g in groups.values() if any(t == "w1" for t, _ in g.members))
+    masks = {t: [(ax, np.flatnonzero(g1.unit_of[(t, ax)] == 0))] for t, ax in g1.params(a.ctx)}
+    for c in consumers:
+        masks.setdefault(c.weight, [])
+        masks.setdefault(c.bias, [])  # type: ignore[arg-type]
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 6, 4)).astype(np.float32)}
+    worlds = Worlds(a.ctx, consumers, [feeds], batch_stats=False, pruned=PrunedWorld(masks, {}, {}))
+    new_w2, new_b2 = w(5, 5, seed=9), w(5, seed=10)
+    seen = []
+    for stop in worlds.stops():
+        assert stop.x_pruned is not None
+        seen.append((stop.consumer.weight, stop.x[0], stop.x_pruned[0]))
+        if stop.consumer.weight == "w2":
+            worlds.install(stop.consumer, new_w2, new_b2)
+    assert [s[0] for s in seen] == ["w2", "w3"]
+    x = feeds["x"]
+    r1 = np.maximum(x @ a.ctx.array("w1").T + a.ctx.array("b1"), 0)
+    np.testing.assert_allclose(seen[0][1], r1, rtol=1e-5, atol=1e-5)
+    r1[..., 0] = 0  # unit 0 of the first hidden layer is removed in the pruned world
+    np.testing.assert_allclose(seen[0][2], r1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(seen[1][2], np.maximum(r1 @ new_w2.T + new_b2, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_refit_to_is_least_squares_from_the_changed_input() -> None:
+    from spa.obs import refit_to
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4000, 6)).astype(np.float32)
+    y = (x + 0.3 * rng.standard_normal(x.shape)).astype(np.float32)  # the pruned world's input
+    wa = rng.standard_normal((2, 7))
+    keep = np.array([0, 2, 3, 5])
+    got = refit_to(wa, keep, x, y[:, keep])
+    target = x.astype(np.float64) @ wa[:, :-1].T + wa[:, -1]
+    design = np.concatenate([y[:, keep], np.ones((len(y), 1))], axis=1).astype(np.float64)
+    want = np.linalg.lstsq(design, target, rcond=None)[0].T
+    np.testing.assert_allclose(got[:, np.append(keep, 6)], want, rtol=1e-5, atol=1e-6)
+    assert not got[:, [1, 4]].any()
+
+
+def test_low_rank_and_cholesky_inverses_match_numpy() -> None:
+    from spa.input_moments import moment, shrink, shrunk_moment
+    from spa.obs import LowRankH, ObsLayer, spd_inverse
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((40, 300)) + 0.5).astype(np.float32)  # fewer rows than columns
+    lr = shrunk_moment(x)
+    assert isinstance(lr, LowRankH)
+    dense = shrink(moment(x), len(x))
+    np.testing.assert_allclose(lr.dense(), dense, atol=1e-6)
+    got = ObsLayer(np.zeros((1, 301)), np.arange(300), lowrank=lr).damped_inverse()
+    want = ObsLayer(np.zeros((1, 301)), np.arange(300), h=dense).damped_inverse()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * np.abs(want).max())
+    a = rng.standard_normal((700, 500))
+    h = a.T @ a / 700 + 0.1 * np.eye(500)
+    np.testing.assert_allclose(spd_inverse(h), np.linalg.inv(h), rtol=1e-7, atol=1e-9)
+
+
+def test_conv_rows_are_patches_at_the_same_positions_in_both_worlds() -> None:
+    from spa.consumers import find_consumers
+    from spa.input_moments import input_rows
+    from spa.stats import conv_windows
+
+    a = spa.analyze(_conv_model())
+    c = next(c for g in a.prunable for c in find_consumers(g, a.ctx) if c.kind == "conv")
+    x = np.random.default_rng(5).standard_normal((3, 4, 16, 16)).astype(np.float32)
+    rows = input_rows(c, a.ctx, [x])
+    assert rows is not None and rows.shape == (3 * 16 * 16, c.cols)  # every position fits the budget
+    win = conv_windows(x, c.node, (1, 1)).reshape(3, 4, 16 * 16).transpose(0, 2, 1).reshape(-1, 4)
+    assert {tuple(r) for r in rows} == {tuple(r) for r in win}
+    twice = input_rows(c, a.ctx, [2 * x])
+    assert twice is not None and np.array_equal(twice, 2 * rows)
+
+
+def test_moment_samples_are_freed_after_their_last_reader() -> None:
+    from spa.consumers import find_consumers
+    from spa.stats import MomentEstimator, consumer_statistics
+
+    a = spa.analyze(spa.load_model(ZOO_DIR / "resnet_basic.ts.onnx"))
+    cs = sorted((c for g in a.prunable for c in find_consumers(g, a.ctx)), key=lambda c: a.ctx.node_index[c.node.name])
+    free = MomentEstimator(a.ctx, seed=0, readers=[c.x for c in cs])
+    kept = MomentEstimator(a.ctx, seed=0)
+    for c in cs:
+        s1, s2 = consumer_statistics(c, free), consumer_statistics(c, kept)
+        free.done(c.x)
+        h1 = s1() if callable(s1) else s1
+        h2 = s2() if callable(s2) else s2
+        assert np.array_equal(np.asarray(h1, dtype=object), np.asarray(h2, dtype=object)) if isinstance(h1, tuple) \
+            else np.array_equal(h1, h2)
+    assert sum(v is not None for v in free._memo.values()) < 3 < sum(v is not None for v in kept._memo.values())
+
+
+def test_default_statistics_are_synthetic_and_sequential(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    crit = get_criterion("obspa")
+    assert crit.stats == "synthetic"
+    with caplog.at_level(logging.INFO, logger="spa.criteria.obspa"):
+        _, plan, _ = spa.prune(_conv_model(), ratio=0.5, criterion="obspa")
+    assert plan.options["stats"] == "synthetic" and any("sequential" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ZOO_DIR.glob("*.onnx")))
+def test_default_obspa_prunes_every_zoo_model(name: str) -> None:
+    import onnx
+
+    original = spa.load_model(ZOO_DIR / name)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", verify_result=True)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert plan.compensated and plan.options["stats"] == "synthetic" and report.after.params < report.before.params
+    v = report.verification
+    assert v is not None and v["mode"] == "drift" and all(np.isfinite(o["max_abs"]) for o in v["outputs"])
