@@ -32,16 +32,20 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from spa.criteria.base import Criterion
 from spa.criteria.l2 import L2Criterion
 
 from spa.consumers import Consumer, find_consumers
-from spa.errors import InvalidArgumentError
+from spa.errors import InvalidArgumentError, SpaError
 from spa.graph import ModelContext
 from spa.groups import Group
 from spa.obs import ObsLayer, refit, refit_to, removal_scores
+
+if TYPE_CHECKING:
+    from spa.worlds import Stop
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,7 @@ class OBSPACriterion(Criterion):
         self.batch = batch
         self._consumers: dict[int, list[Consumer]] = {}
         self._n_units: dict[int, int] = {}
+        self._failed = False  # the model could not be run for statistics
         self._scores: dict[int, np.ndarray | None] = {}
         self._layers: dict[int, list[tuple[Consumer, ObsLayer]]] = {}  # moments only
 
@@ -162,8 +167,6 @@ class OBSPACriterion(Criterion):
         """One pass of the original world over every group not scored yet: each consumer's
         ``H`` is taken at its stop, and a group is scored (then its ``H`` dropped) as soon as
         all its consumers are in."""
-        from spa.input_moments import input_rows, shrunk_moment
-        from spa.obs import LowRankH
         from spa.worlds import Worlds
 
         t0 = time.perf_counter()
@@ -176,8 +179,25 @@ class OBSPACriterion(Criterion):
             if not left[gid]:
                 self._scores[gid] = None
         flat = [c for gid in todo for c in self._consumers[gid]]
-        worlds = Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic")
-        for stop in worlds.stops():
+        try:
+            self._score_stops(Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic").stops(),
+                              owner, left, pending, units, ctx)
+        except (RuntimeError, SpaError) as exc:
+            # onnxruntime cannot run a slice of this model (or its inputs cannot be generated):
+            # rank the rest by l2 and leave the weights as they are, rather than fail.
+            log.warning("obspa: the model could not be run for statistics (%s); the remaining groups use l2 "
+                        "scores and are not compensated", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            self._failed = True
+            for gid in todo:
+                self._scores.setdefault(gid, None)
+        log.info("obspa: scored %d groups in %.1f s", len(todo), time.perf_counter() - t0)
+
+    def _score_stops(self, stops: Iterator[Stop], owner: dict[str, int], left: dict[int, int],
+                     pending: dict[int, list[ObsLayer]], units: dict[int, int], ctx: ModelContext) -> None:
+        from spa.input_moments import input_rows, shrunk_moment
+        from spa.obs import LowRankH
+
+        for stop in stops:
             c = stop.consumer
             gid = owner[c.node.name]
             rows = input_rows(c, ctx, stop.x)
@@ -192,10 +212,14 @@ class OBSPACriterion(Criterion):
             if left[gid] == 0:
                 layers = pending.pop(gid)
                 self._scores[gid] = removal_scores(layers, units[gid]) if layers else None
-        log.info("obspa: scored %d groups in %.1f s", len(todo), time.perf_counter() - t0)
 
     # ---- compensation -------------------------------------------------------------------
-    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
+    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray],
+                   ctx: ModelContext) -> Compensation | None:
+        """New weights for the consumers; None (no compensation: a plain masked plan) when the
+        model could not be run for statistics."""
+        if self._failed:
+            return None
         by_id = {g.id: g for g in groups}
         pruned = {gid: units for gid, units in kept_units.items()
                   if gid in by_id and len(units) < by_id[gid].n_units}
@@ -207,7 +231,12 @@ class OBSPACriterion(Criterion):
 
         if not twin_supported(ctx):
             log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
-        return self._compensate_sequential(by_id, kept_units, pruned, ctx)
+        try:
+            return self._compensate_sequential(by_id, kept_units, pruned, ctx)
+        except (RuntimeError, SpaError) as exc:
+            log.warning("obspa: the model could not be run for compensation (%s); it is not compensated",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+            return None
 
     def _compensate_sequential(self, by_id: dict[int, Group], kept_units: dict[int, np.ndarray],
                                pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
