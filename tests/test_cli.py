@@ -175,13 +175,13 @@ def test_prune_default_output_beside_input(run_spa: Run, zoo: Path, tmp_path: Pa
 
 def test_prune_quiet_and_verify(run_spa: Run, zoo: Path, tmp_path: Path) -> None:
     shutil.copy(zoo / "vgg_bn.ts.onnx", tmp_path / "v.onnx")
-    res = run_spa("prune", "v.onnx", "-q", "-o", "q.onnx", cwd=tmp_path)
+    res = run_spa("prune", "v.onnx", "-q", "-o", "q.onnx", "--criterion", "l1", cwd=tmp_path)
     assert_ok(res)
     assert res.stdout == ""
     assert (tmp_path / "q.onnx").is_file()
-    res = run_spa("prune", "v.onnx", "--verify", "-o", "checked.onnx", cwd=tmp_path)
+    res = run_spa("prune", "v.onnx", "--verify", "-o", "checked.onnx", "--criterion", "l1", cwd=tmp_path)
     assert_ok(res)
-    assert "verification (masked-equivalence) PASSED" in res.stdout
+    assert "verification (masked-equivalence) PASSED" in res.stdout  # obspa (the default) reports drift
     assert (tmp_path / "checked.onnx").is_file()
     # same options, same result: --verify does not change what is written
     assert inits(tmp_path / "q.onnx").keys() == inits(tmp_path / "checked.onnx").keys()

@@ -171,5 +171,6 @@ def test_cli_prunes_and_verifies(run_spa, tmp_path: Path) -> None:  # noqa: ANN0
     assert "verification (drift) PASSED" in res.stdout and out.exists()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["verification"]["mode"] == "drift"
-    res = run_spa("prune", ZOO / "detector.ts.onnx", "--ratio", "0.4", "--verify", "-o", tmp_path / "d.onnx")
+    res = run_spa("prune", ZOO / "detector.ts.onnx", "--ratio", "0.4", "--verify", "-o", tmp_path / "d.onnx",
+                  "--criterion", "l1")
     assert res.returncode == 0 and "verification (masked-equivalence) PASSED" in res.stdout, res.stderr

@@ -26,13 +26,15 @@ def add_common(p: argparse.ArgumentParser) -> None:
 DEVICE_HELP = ("onnxruntime device: cpu (default), cuda (fails when onnxruntime cannot use CUDA), or auto (CUDA "
                "where it works, else the CPU with a warning)")
 DEFAULT_CRITERION = "l1"
+#: ``spa prune``'s default: compensated OBS pruning, no data needed (docs/accuracy.md).
+PRUNE_CRITERION = "obspa"
 
 
-def add_criterion_args(p: argparse.ArgumentParser) -> None:
+def add_criterion_args(p: argparse.ArgumentParser, default: str = DEFAULT_CRITERION) -> None:
     """``--criterion`` and ``--loss``, shared by the commands that score channels."""
-    p.add_argument("--criterion", default=DEFAULT_CRITERION,
+    p.add_argument("--criterion", default=default,
                    help="importance criterion: l1, l2, bn-scale, random, obspa, fluctuation, activation; "
-                        f"with labelled --calib data: taylor, snip, grasp, crop (default {DEFAULT_CRITERION})")
+                        f"with labelled --calib data: taylor, snip, grasp, crop (default {default})")
     p.add_argument("--loss", default="cross-entropy", choices=["cross-entropy", "mse"],
                    help="loss on the first output for the gradient criteria (default cross-entropy: labels are "
                         "class indices)")

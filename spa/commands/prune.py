@@ -13,6 +13,7 @@ from spa.commands.common import (
     DEVICE_HELP,
     DEVICES,
     EXIT_OK,
+    PRUNE_CRITERION,
     add_common,
     add_criterion_args,
     calib_targets,
@@ -115,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
-    add_criterion_args(p)
+    add_criterion_args(p, default=PRUNE_CRITERION)
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
