@@ -1,21 +1,22 @@
-"""Second-moment statistics ``H = E[x̃ x̃ᵀ]`` of consumer inputs, for OBS.
+"""Statistics of consumer inputs without the two-world run of :mod:`spa.worlds`.
 
 ``x̃`` is a consumer's input column vector (a Conv patch, a Gemm row) with a constant 1
-appended, so the bias takes part in the refit. Three sources:
+appended, so the bias takes part in the refit.
 
-* ``moments`` (no data): every input feature is taken as independent with a mean and variance
-  derived from the model itself. A BatchNorm in inference form says its output channel is about
-  ``N(β, γ²)``; samples of that are pushed through the activations and element-wise ops that
-  follow (exact numeric semantics, correlations between operands kept); linear layers propagate
-  ``mean = W·m + b``, ``var = W²·v``; a model input counts as ``N(0, 1)``. Then
-  ``H = diag(v) + m mᵀ`` — the data-free part of OBS, whose refit moves a removed channel's
-  mean contribution into the bias.
-* ``synthetic`` (no data): seeded ``N(0, 1)`` model inputs run through onnxruntime; ``H`` is
-  accumulated from the real activations, correlations included.
-* ``data``: the same with the user's calibration inputs (``--calib``).
-
-Activations are streamed batch by batch and subsampled to at most ``rows_per_batch`` rows per
-consumer, so memory is bounded by the largest consumer's ``H`` plus one batch.
+* The **moment model** (``obspa --stats moments``, no data, no onnxruntime run):
+  :class:`MomentEstimator` draws samples of every channel and pushes them through the model's
+  own weights. A BatchNorm in inference form fixes its output channel's marginal to
+  ``N(β, γ²)`` while keeping the correlations the previous layer's weights create; activations
+  and element-wise ops are applied exactly; a model input counts as ``N(0, 1)``; kernel taps get
+  a ``ρ^distance`` spatial prior. Samples are reference-counted over the readers asked for and
+  dropped after the last one. :func:`consumer_statistics` turns them into a consumer's ``H``
+  (or, without samples, the independent ``H = diag(v) + m mᵀ``).
+* **Activation accumulators** (:func:`activation_H`, :func:`activation_moments`): ``H`` or
+  per-column moments from activations of given input batches run through onnxruntime, streamed
+  batch by batch and subsampled to at most ``rows_per_batch`` rows per consumer. The
+  ``fluctuation`` and ``activation`` criteria use them, and the moment model for the consumers
+  it cannot follow.
+* :func:`conv_windows` / :func:`conv_patches`: a Conv's input patches exactly as it reads them.
 """
 
 from __future__ import annotations
