@@ -91,16 +91,21 @@ def augmented(c: Consumer, ctx: ModelContext) -> np.ndarray:
     return np.concatenate([c.matrix(ctx), c.bias_vector(ctx)[:, None]], axis=1)
 
 
-def sample_count(ctx: ModelContext) -> int:
-    """How many synthetic samples: bounded by compute (:data:`SAMPLE_MACS`) and memory
-    (:data:`SAMPLE_BYTES`), within [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`]."""
-    from spa.metrics import measure
+def memory_cap(ctx: ModelContext) -> int:
+    """Most samples whose cached activations in two worlds fit in :data:`SAMPLE_BYTES`
+    (at least :data:`MIN_SAMPLES`)."""
     from spa.worlds import peak_activation_bytes
 
+    return int(max(MIN_SAMPLES, SAMPLE_BYTES // (2 * max(peak_activation_bytes(ctx), 1))))
+
+
+def sample_count(ctx: ModelContext) -> int:
+    """How many synthetic samples: bounded by compute (:data:`SAMPLE_MACS`) and memory
+    (:func:`memory_cap`), within [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`]."""
+    from spa.metrics import measure
+
     macs = max(measure(ctx, with_size=False).macs, 1)
-    peak = max(peak_activation_bytes(ctx), 1)
-    n = min(SAMPLE_MACS // macs, SAMPLE_BYTES // (2 * peak))
-    return int(min(MAX_SAMPLES, max(MIN_SAMPLES, n)))
+    return int(min(MAX_SAMPLES, max(MIN_SAMPLES, min(SAMPLE_MACS // macs, memory_cap(ctx)))))
 
 
 class OBSPACriterion(Criterion):
@@ -140,7 +145,13 @@ class OBSPACriterion(Criterion):
         if self.stats == "data":
             assert self.calib is not None
             n = len(next(iter(self.calib.values())))
-            return [{k: v[i:i + self.batch] for k, v in self.calib.items()} for i in range(0, n, self.batch)]
+            cap = memory_cap(ctx)
+            calib = self.calib
+            if n > cap:  # both worlds cache every sample's activations: bounded memory
+                pick = np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
+                log.info("obspa: using %d of %d calibration samples (memory budget)", len(pick), n)
+                calib, n = {k: v[pick] for k, v in calib.items()}, len(pick)
+            return [{k: v[i:i + self.batch] for k, v in calib.items()} for i in range(0, n, self.batch)]
         from spa.synthetic import synthetic_batches
 
         n = self.samples or sample_count(ctx)
