@@ -33,6 +33,8 @@ import onnx
 from onnx import numpy_helper
 from spa.passes.base import Pass, PassResult
 
+from spa.graph import constant_walk
+
 log = logging.getLogger(__name__)
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -60,31 +62,8 @@ class _Graph:
         self._constant: dict[str, bool] = {}
 
     def constant(self, name: str) -> bool:
-        """Whether ``name`` is computed from stored tensors only, by ops this pass may fold.
-
-        Walked with an explicit stack (a deep network's activations would exceed the recursion
-        limit), one input at a time, stopping at the first that is not constant."""
-        memo = self._constant
-        stack, on_stack = [name], {name}
-        while stack:
-            t = stack[-1]
-            if t not in memo:
-                inputs = self._inputs_if_foldable(t)
-                if isinstance(inputs, bool):
-                    memo[t] = inputs
-                elif any(memo.get(i) is False for i in inputs):
-                    memo[t] = False
-                else:
-                    todo = next((i for i in inputs if i not in memo), None)
-                    if todo is None or todo in on_stack:  # a cycle in a malformed graph is not constant
-                        memo[t] = todo is None
-                    else:
-                        stack.append(todo)
-                        on_stack.add(todo)
-                        continue
-            stack.pop()
-            on_stack.discard(t)
-        return memo[name]
+        """Whether ``name`` is computed from stored tensors only, by ops this pass may fold."""
+        return constant_walk(name, self._inputs_if_foldable, self._constant)
 
     def _inputs_if_foldable(self, name: str) -> bool | list[str]:
         """True for a stored tensor, False when the producer cannot be folded, else its inputs."""

@@ -24,6 +24,7 @@ from collections import defaultdict
 import numpy as np
 import onnx
 from spa.passes.base import Pass, PassResult
+from spa.passes.slice_initializers import stored_tensors
 
 _PARAM_INPUTS: dict[str, tuple[int, ...]] = {
     "BatchNormalization": (1, 2, 3, 4), "InstanceNormalization": (1, 2), "LayerNormalization": (1, 2),
@@ -48,16 +49,6 @@ def parse_use_name(name: str) -> tuple[str, list[int]] | None:
     return None if m is None else (m["source"], [int(k) for k in m["uses"].split("_")])
 
 
-def _stored(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    out = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    out[node.output[0]] = a.t
-    return out
-
-
 def _is_parameter(node: onnx.NodeProto, k: int, stored: dict[str, onnx.TensorProto]) -> bool:
     if node.domain not in ("", "ai.onnx"):
         return False
@@ -69,7 +60,7 @@ def _is_parameter(node: onnx.NodeProto, k: int, stored: dict[str, onnx.TensorPro
 def parameter_uses(model: onnx.ModelProto) -> dict[str, list[Use]]:
     """Shared tensors this pass unties, with their parameter-position reads in order."""
     g = model.graph
-    stored = _stored(model)
+    stored = stored_tensors(model)
     interface = {i.name for i in g.input} | {o.name for o in g.output}
     uses: dict[str, list[Use]] = defaultdict(list)
     for node in g.node:

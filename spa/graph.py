@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -161,33 +162,8 @@ class ModelContext:
         return arr
 
     def is_constant(self, name: str) -> bool:
-        """True when ``name`` is computed from stored tensors only (no graph input reaches it).
-
-        Walked with an explicit stack, not recursion: a deep network's chain of activations
-        would exceed Python's recursion limit. Inputs are visited one at a time, so the walk
-        stops at the first input that is not constant; a cycle (a malformed graph) is not constant.
-        """
-        memo = self._const_memo
-        stack, on_stack = [name], {name}
-        while stack:
-            t = stack[-1]
-            if t not in memo:
-                inputs = self._constant_inputs(t)
-                if isinstance(inputs, bool):
-                    memo[t] = inputs
-                elif any(memo.get(i) is False for i in inputs):
-                    memo[t] = False
-                else:
-                    todo = next((i for i in inputs if i not in memo), None)
-                    if todo is None or todo in on_stack:
-                        memo[t] = todo is None
-                    else:
-                        stack.append(todo)
-                        on_stack.add(todo)
-                        continue
-            stack.pop()
-            on_stack.discard(t)
-        return memo[name]
+        """True when ``name`` is computed from stored tensors only (no graph input reaches it)."""
+        return constant_walk(name, self._constant_inputs, self._const_memo)
 
     def _constant_inputs(self, name: str) -> bool | list[str]:
         """Whether ``name`` is constant when that follows from its producer alone, else the
@@ -366,3 +342,33 @@ def _value_info_shape(vi: onnx.ValueInfoProto) -> tuple[Shape | None, int]:
     for d in tt.shape.dim:
         dims.append(int(d.dim_value) if d.HasField("dim_value") else None)
     return tuple(dims), tt.elem_type
+
+
+def constant_walk(name: str, inputs_of: Callable[[str], bool | list[str]], memo: dict[str, bool]) -> bool:
+    """Whether ``name`` is constant, where ``inputs_of(t)`` is True or False for a tensor it can
+    decide alone, else the tensors ``t`` is computed from; answers are kept in ``memo``.
+
+    Walked with an explicit stack, not recursion: a deep network's chain of activations would
+    exceed Python's recursion limit. Inputs are visited one at a time, so the walk stops at the
+    first input that is not constant; a cycle (a malformed graph) is not constant.
+    """
+    stack, on_stack = [name], {name}
+    while stack:
+        t = stack[-1]
+        if t not in memo:
+            inputs = inputs_of(t)
+            if isinstance(inputs, bool):
+                memo[t] = inputs
+            elif any(memo.get(i) is False for i in inputs):
+                memo[t] = False
+            else:
+                todo = next((i for i in inputs if i not in memo), None)
+                if todo is None or todo in on_stack:
+                    memo[t] = todo is None
+                else:
+                    stack.append(todo)
+                    on_stack.add(todo)
+                    continue
+        stack.pop()
+        on_stack.discard(t)
+    return memo[name]

@@ -40,6 +40,17 @@ def add_criterion_args(p: argparse.ArgumentParser, default: str = DEFAULT_CRITER
                         "class indices)")
 
 
+def add_selection_args(p: argparse.ArgumentParser) -> None:
+    """``--global``, ``--round-to`` and ``--exclude``: how many channels go and where, shared by the
+    commands that prune."""
+    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
+    p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
+                   help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
+                        "16 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+
+
 def calib_targets(path: str | None, model: Any) -> Any:
     """The 'labels' (or 'targets') of --calib data, for the gradient criteria; None without them."""
     if not path:

@@ -16,6 +16,7 @@ from spa.commands.common import (
     PRUNE_CRITERION,
     add_common,
     add_criterion_args,
+    add_selection_args,
     calib_targets,
     check_outputs,
     check_seed,
@@ -25,7 +26,6 @@ from spa.commands.common import (
     load_side_inputs,
     progress_bar,
     ratio,
-    round_to,
 )
 from spa.errors import GateError, VerificationError
 
@@ -120,12 +120,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
-    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
-    p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
-                   help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
-                        "16 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+    add_selection_args(p)
     p.add_argument("--target-macs", type=ratio, metavar="F",
                    help="find the ratio that leaves at most F (a fraction) of the original MACs; overrides --ratio")
     p.add_argument("--target-params", type=ratio, metavar="F",

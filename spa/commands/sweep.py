@@ -13,13 +13,13 @@ from spa.commands.common import (
     EXIT_OK,
     add_common,
     add_criterion_args,
+    add_selection_args,
     calib_targets,
     check_outputs,
     check_seed,
     emit,
     load_side_inputs,
     progress_bar,
-    round_to,
 )
 from spa.errors import InvalidArgumentError
 
@@ -122,12 +122,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--ratios", default="0.1:0.7:0.1", metavar="R",
                    help="START:STOP:STEP with STOP included (default 0.1:0.7:0.1), or a list 0.2,0.4,0.6")
     add_criterion_args(p)
-    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank normalised scores across groups")
-    p.add_argument("--round-to", type=round_to, default="auto", metavar="N|auto",
-                   help="keep channel counts multiples of N; auto (default): multiples of 8 in groups of at least "
-                        "16 channels (see spa prune)")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
-                   help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+    add_selection_args(p)
     p.add_argument("--prune-norm-axes", action="store_true",
                    help="also prune groups a LayerNorm normalises over (approximate)")
     p.add_argument("--calib", metavar="DATA",

@@ -181,16 +181,22 @@ def couple_batched_matmul(ctx: ModelContext, node: onnx.NodeProto, space: Space)
     n = dim_or_block(ctx, c, space, node, space)
     if n is None:
         return c
+    return tie_axes(c, ctx, node, space, [m for m in members if m != space], n)
+
+
+def tie_axes(c: Coupling, ctx: ModelContext, node: onnx.NodeProto, space: Space, members: list[Space],
+             n: int) -> Coupling:
+    """Couple ``space`` (``n`` channels) with each of ``members``, the same axis of the other
+    operands of a product (MatMul, Einsum); a member of size 1 broadcasts and is skipped, and a
+    folded B·H axis ties to an unknown size; any other unknown or different size blocks."""
     for m in members:
-        if m == space:
-            continue
         dm = ctx.dim(*m)
         if dm == 1 and n != 1:
             continue  # broadcast: the channel is not indexed there
         if dm is None and ctx.is_folded(space):
             c.same(space, m, n)  # both B·H: the other side is folded too
             continue
-        if dm is None or dm != n:
+        if dm != n:
             return c.block(space, f"shape of '{m[0]}' axis {m[1]} unknown or different at {node_label(node)}")
         c.same(space, m, n)
     return c

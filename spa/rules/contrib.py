@@ -280,11 +280,11 @@ class AttentionRule(Rule):
         hv = v // heads
         new_heads = len(np.unique((cols[cols >= q + k] - q - k) // hv))
         new_heads = new_heads if nv == new_heads * hv else heads  # whole heads removed, or dimensions
-        changed = _set_int(node, "num_heads", new_heads)
+        changed = _set_attr(node, "num_heads", int(new_heads))
         if _original_attr(ctx, node, "qkv_hidden_sizes") is not None or len({nq, nk, nv}) > 1:
-            changed |= _set_ints(node, "qkv_hidden_sizes", [nq, nk, nv])
+            changed |= _set_attr(node, "qkv_hidden_sizes", [int(nq), int(nk), int(nv)])
         if nq // new_heads != q // heads and not _original_attr(ctx, node, "scale", 0.0):
-            changed |= _set_float(node, "scale", 1.0 / math.sqrt(q // heads))
+            changed |= _set_attr(node, "scale", 1.0 / math.sqrt(q // heads))
         return changed
 
 
@@ -345,9 +345,9 @@ class MultiHeadAttentionRule(Rule):
         new_heads = len(np.unique(vk // hv))
         new_heads = new_heads if len(vk) == new_heads * hv else heads
         nq = len(kept.get((q, 2), np.arange(dq)))
-        changed = _set_int(node, "num_heads", new_heads)
+        changed = _set_attr(node, "num_heads", int(new_heads))
         if nq // new_heads != dq // heads and not _original_attr(ctx, node, "scale", 0.0):
-            changed |= _set_float(node, "scale", 1.0 / math.sqrt(dq // heads))
+            changed |= _set_attr(node, "scale", 1.0 / math.sqrt(dq // heads))
         return changed
 
 
@@ -398,7 +398,7 @@ class RotaryEmbeddingRule(Rule):
         if _heads(ctx, node) <= 0 or (x, 2) not in kept:
             return False
         width = self._head_width(node, ctx)
-        return False if not width else _set_int(node, "num_heads", len(kept[(x, 2)]) // width)
+        return False if not width else _set_attr(node, "num_heads", len(kept[(x, 2)]) // width)
 
 
 @register
@@ -465,35 +465,16 @@ class RefusedContribRule(Rule):
         return Coupling().block(space, f"{node_label(node)} (com.microsoft) is not pruned: {REFUSED[node.op_type]}")
 
 
-def _set_int(node: onnx.NodeProto, name: str, value: int) -> bool:
+def _set_attr(node: onnx.NodeProto, name: str, value: int | float | list[int]) -> bool:
+    """Set attribute ``name`` of ``node`` to ``value`` (typed as make_attribute types it); False
+    when it already held that value."""
     for a in node.attribute:
         if a.name == name:
-            if a.i == value:
+            if onnx.helper.get_attribute_value(a) == value:
                 return False
-            a.i = value
+            a.CopyFrom(onnx.helper.make_attribute(name, value))
             return True
-    node.attribute.append(onnx.helper.make_attribute(name, int(value)))
+    node.attribute.append(onnx.helper.make_attribute(name, value))
     return True
-
-
-def _set_ints(node: onnx.NodeProto, name: str, values: list[int]) -> bool:
-    for a in node.attribute:
-        if a.name == name:
-            if list(a.ints) == values:
-                return False
-            del a.ints[:]
-            a.ints.extend(values)
-            return True
-    node.attribute.append(onnx.helper.make_attribute(name, [int(v) for v in values]))
-    return True
-
-
-def _set_float(node: onnx.NodeProto, name: str, value: float) -> bool:
-    for a in node.attribute:
-        if a.name == name:
-            if a.f == value:
-                return False
-            a.f = value
-            return True
     node.attribute.append(onnx.helper.make_attribute(name, float(value)))
     return True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import onnx
 
 from spa.graph import ModelContext, Space, attr, node_label
+from spa.rules.attention import tie_axes
 from spa.rules.base import Coupling, Rule, register
 
 Terms = tuple[list[list[str]], list[str]]
@@ -113,14 +114,4 @@ class EinsumRule(Rule):
         n = ctx.dim(*space)
         if n is None:
             return c.block(space, f"shape of '{space[0]}' axis {space[1]} is unknown at {node_label(node)}")
-        for m in members:
-            dm = ctx.dim(*m)
-            if dm == 1 and n != 1:
-                continue  # broadcast: the channel is not indexed there
-            if dm is None and ctx.is_folded(space):
-                c.same(space, m, n)  # both B·H: the other side is folded too
-                continue
-            if dm != n:
-                return c.block(space, f"shape of '{m[0]}' axis {m[1]} unknown or different at {node_label(node)}")
-            c.same(space, m, n)
-        return c
+        return tie_axes(c, ctx, node, space, members, n)
