@@ -43,6 +43,7 @@ from spa.errors import InvalidArgumentError, SpaError
 from spa.graph import ModelContext
 from spa.groups import Group
 from spa.obs import ObsLayer, refit, refit_to, removal_scores
+from spa.runtime import runtime_errors
 
 if TYPE_CHECKING:
     from spa.worlds import Stop
@@ -193,7 +194,7 @@ class OBSPACriterion(Criterion):
         try:
             self._score_stops(Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic").stops(),
                               owner, left, pending, units, ctx)
-        except (RuntimeError, SpaError) as exc:
+        except (SpaError, *runtime_errors()) as exc:
             # onnxruntime cannot run a slice of this model (or its inputs cannot be generated):
             # rank the rest by l2 and leave the weights as they are, rather than fail.
             log.warning("obspa: the model could not be run for statistics (%s); the remaining groups use l2 "
@@ -244,7 +245,7 @@ class OBSPACriterion(Criterion):
             log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
         try:
             return self._compensate_sequential(by_id, kept_units, pruned, ctx)
-        except (RuntimeError, SpaError) as exc:
+        except (SpaError, *runtime_errors()) as exc:
             log.warning("obspa: the model could not be run for compensation (%s); it is not compensated",
                         str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
             return None

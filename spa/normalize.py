@@ -84,7 +84,9 @@ def retie_uses(model: onnx.ModelProto, groups: Sequence[_Grouped]) -> bool:
     where: dict[Space, tuple[int, bytes]] = {}
     for g in groups:
         for space in g.members:
-            where[space] = (g.id, np.asarray(g.unit_of[space]).tobytes())
+            units = g.unit_of.get(space)  # absent where the size is unknown (a dynamic axis)
+            # A space of unknown size cannot be shown to be sliced alike: it stays in a place of its own.
+            where[space] = (g.id, np.asarray(units).tobytes() if units is not None else repr(space).encode())
     changed = False
     for source, views in _use_views(model).items():
         rank = len(next(t.dims for t in model.graph.initializer if t.name == source))

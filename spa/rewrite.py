@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from spa.errors import RewriteError, SpaError
+from spa.errors import OriginalRunError, RewriteError, SpaError
 from spa.graph import ModelContext, Space
 from spa.passes import (
     CleanupPass,
@@ -98,7 +98,8 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
 
     data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     _check_structure(data, pruned, original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)))
+    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)),
+                _original_run(original, pruned, device))
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -117,14 +118,43 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object]) -> None:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise."""
+def _check_runs(run_once: Callable[[], object], run_original: Callable[[], object] | None = None) -> None:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it does and
+    ``run_original`` (the same run of the input model) fails too, the input model cannot run on
+    SPA's synthetic inputs: :class:`OriginalRunError`, not a bug in SPA."""
     try:
         run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        if run_original is not None:
+            try:
+                run_original()
+            except Exception as original_exc:  # noqa: BLE001 - as above
+                raise OriginalRunError(
+                    f"the input model itself does not run in onnxruntime on SPA's synthetic inputs "
+                    f"({_first_line(original_exc)}); this is not a bug in SPA: pass representative inputs "
+                    "with --inputs DATA.npz; nothing was written") from None
         raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
+
+
+def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProto,
+                  device: str) -> Callable[[], object] | None:
+    """The onnxruntime run :func:`check_valid` makes of the pruned model, made of ``original``
+    (same inputs: pruning keeps the interface); None without an original."""
+    if original is None:
+        return None
+    from spa.metrics import serialized_size
+    from spa.runtime import make_session, random_inputs, run
+    from spa.shapes import ShapeProbe
+
+    def run_original() -> object:
+        feeds = random_inputs(pruned, seed=0)
+        if isinstance(original, onnx.ModelProto) and serialized_size(original) > LARGE_MODEL_BYTES:
+            return run(ShapeProbe(original, [], device), feeds)  # type: ignore[arg-type]
+        return run(make_session(original, device), feeds)
+
+    return run_original
 
 
 def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
@@ -137,7 +167,8 @@ def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None
     from spa.shapes import ShapeProbe, weightless
 
     _check_structure(weightless(pruned), pruned, original)
-    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)))  # type: ignore[arg-type]
+    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)),  # type: ignore[arg-type]
+                _original_run(original, pruned, device))
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:
