@@ -89,7 +89,7 @@ def run_one(model: Path, out_dir: Path, extra: list[str] | None = None) -> Outco
     message = errors[0] if errors else ""
     if "Traceback" in err:
         kind = "traceback"
-    elif "bug in SPA" in err:
+    elif "This is a bug in SPA" in err:
         kind = "bug"
     elif code == 0:
         kind = "nothing" if "nothing to prune" in stdout.getvalue() else "ok"
