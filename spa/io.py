@@ -94,6 +94,11 @@ def check_is_model(model: onnx.ModelProto, where: str = "model") -> None:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{where}: model fails onnx.checker: {first}") from None
+    except UnicodeDecodeError as exc:  # protobuf's Python side reads any bytes; the checker wants UTF-8 names
+        raise ModelLoadError(f"{where}: not a valid ONNX file (a name or string is not valid UTF-8: {exc.reason} "
+                             f"at byte {exc.start})") from None
+    if not model.graph.output:
+        raise ModelLoadError(f"{where}: the graph has no outputs, so it computes nothing")
     opset = default_opset(model)
     if opset == 0:
         raise UnsupportedModelError(f"{where}: the model imports no default ONNX opset (domain ''); SPA prunes "
