@@ -39,6 +39,21 @@ def test_mutants_end_cleanly(kind: str, tmp_path: Path, zoo: Path) -> None:
     assert not list(tmp_path.iterdir()), "the mutant or an output was left behind"
 
 
+#: Mutants that ``python -m benchmarks.fuzz --count 680`` found crashing or blaming SPA, each fixed:
+#: a UTF-8-invalid name (UnicodeDecodeError in the checker), a Conv left with (weight, bias) as
+#: (X, W) (IndexError in MACs, then in the grouped-conv rule), dead nodes after a deleted input
+#: (PassError), a graph without outputs (PassError), an Add that makes an Expand invalid, which the
+#: checker does not see (the original does not load in onnxruntime: 'fails onnx.checker ... bug').
+FOUND = [("densenet_block.dynamo.onnx", "flip_bytes", 1021), ("mobilenetv2.dynamo.onnx", "delete_input", 1120),
+         ("resnext.dynamo.onnx", "delete_input", 621), ("resnext.ts.onnx", "delete_input", 5375),
+         ("conv_flatten_linear.ts.onnx", "no_outputs", 1229), ("resnet_basic.dynamo.onnx", "swap_op_type", 654)]
+
+
+@pytest.mark.parametrize("source,kind,seed", FOUND, ids=[f"{k}-{s}" for _, k, s in FOUND])
+def test_campaign_findings(source: str, kind: str, seed: int, tmp_path: Path, zoo: Path) -> None:
+    assert not fuzz_one(zoo / source, kind, seed, tmp_path, commands=("prune", "groups"))
+
+
 def test_mutations_are_deterministic_and_change_the_model(zoo: Path) -> None:
     data = (zoo / SOURCES[0]).read_bytes()
     for kind in KINDS:
