@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -118,6 +119,8 @@ def check_is_model(model: onnx.ModelProto, where: str = "model") -> None:
 #: The largest dimension SPA accepts: onnxruntime's kernels index most axes with 32-bit sizes, and
 #: a larger one only ever comes from a damaged file (it would exhaust memory long before).
 MAX_DIM = (1 << 31) - 1
+#: The most elements a graph input may have (16 GiB of float32): SPA feeds every input to onnxruntime.
+MAX_INPUT_ELEMENTS = 1 << 32
 
 
 def _dim_text(d: int) -> str:
@@ -138,10 +141,15 @@ def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
         problem = _data_problem(t)
         if problem:
             raise ModelLoadError(f"{where}: {what} {problem}; the file is damaged or was written wrongly")
+    inputs = {i.name for i in g.input}
     for vi in [*g.input, *g.output, *g.value_info]:
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
             dims = [int(d.dim_value) for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
             _check_dims(dims, f"tensor '{vi.name}'", where)
+            n = math.prod(dims)
+            if vi.name in inputs and n > MAX_INPUT_ELEMENTS:
+                raise ModelLoadError(f"{where}: input '{vi.name}' of shape {dims} has {n} elements, too many to run "
+                                     f"(at most {MAX_INPUT_ELEMENTS})")
 
 
 def _check_dims(dims: list[int], what: str, where: str) -> None:

@@ -103,6 +103,14 @@ def test_huge_dimension(tmp_path: Path) -> None:
     assert "initializer 'W1'" in line and "2^40" in line and "too large" in line, line
 
 
+def test_input_too_large_to_run(tmp_path: Path) -> None:
+    m = _conv_model()
+    for d, v in zip(m.graph.input[0].type.tensor_type.shape.dim, (1, 3, 1 << 20, 1 << 20)):
+        d.dim_value = v
+    line, res = _run_on(tmp_path, m)
+    assert res.code == 1 and "input 'x' of shape [1, 3, 1048576, 1048576]" in line and "too many" in line, line
+
+
 def test_negative_dimension(tmp_path: Path) -> None:
     m = _conv_model()
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_value = -3
