@@ -222,9 +222,10 @@ def check_run(res: Run, folder: Path, model: Path, before: dict[str, tuple[int, 
     return problems
 
 
-def fuzz_one(source: Path, kind: str, seed: int, folder: Path, commands: tuple[str, ...] = ("prune",)
-             ) -> list[str]:
-    """Mutate ``source`` into ``folder/m.onnx``, run each command on it, return the problems."""
+def fuzz_one(source: Path, kind: str, seed: int, folder: Path, commands: tuple[str, ...] = ("prune",),
+             criterion: str = "l1") -> list[str]:
+    """Mutate ``source`` into ``folder/m.onnx``, run each command on it (``spa prune`` with
+    ``criterion``), return the problems."""
     data = mutate(source.read_bytes(), kind, seed)
     model = folder / "m.onnx"
     model.write_bytes(data)
@@ -233,7 +234,7 @@ def fuzz_one(source: Path, kind: str, seed: int, folder: Path, commands: tuple[s
         before = listing(folder)
         if command == "prune":
             argv, outputs = ["prune", str(model), "-o", str(folder / "out.onnx"), "--plan", str(folder / "p.json"),
-                             "--criterion", "l1"], ("out.onnx", "p.json")
+                             "--criterion", criterion], ("out.onnx", "p.json")
         else:
             argv, outputs = [command, str(model)], ()
         res = run_cli(argv)
@@ -245,14 +246,14 @@ def fuzz_one(source: Path, kind: str, seed: int, folder: Path, commands: tuple[s
 
 
 def campaign(sources: list[Path], count: int, seed: int = 0, commands: tuple[str, ...] = ("prune",),
-             progress: bool = False) -> dict[str, list[str]]:
+             progress: bool = False, criterion: str = "l1") -> dict[str, list[str]]:
     """``count`` mutants drawn round-robin over sources and kinds; ``case id -> problems``."""
     found: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="spa-fuzz-") as tmp:
         for i in range(count):
             src, kind = sources[i % len(sources)], KINDS[(i // len(sources)) % len(KINDS)]
             case = f"{src.name}:{kind}:{seed + i}"
-            problems = fuzz_one(src, kind, seed + i, Path(tmp), commands)
+            problems = fuzz_one(src, kind, seed + i, Path(tmp), commands, criterion)
             if problems:
                 found[case] = problems
             if progress and (i + 1) % 50 == 0:
@@ -265,10 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=680)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--commands", default="prune,groups", help="comma-separated spa commands to run on each mutant")
+    p.add_argument("--criterion", default="l1", help="criterion of spa prune (obspa also runs onnxruntime slices)")
     args = p.parse_args(argv)
     sources = sorted(ZOO.glob("*.onnx"))
     t0 = time.perf_counter()
-    found = campaign(sources, args.count, args.seed, tuple(args.commands.split(",")), progress=True)
+    found = campaign(sources, args.count, args.seed, tuple(args.commands.split(",")), progress=True,
+                     criterion=args.criterion)
     kinds = Counter(c.split(":")[1] for c in found)
     print(f"{args.count} mutants, {time.perf_counter() - t0:.0f} s: {len(found)} with problems "
           f"({', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))})")

@@ -10,6 +10,11 @@ models (cached under ``--cache``), runs ``spa prune MODEL -o OUT`` on each in-pr
 Outcomes: ``ok`` (exit 0, pruned), ``nothing`` (exit 0, "nothing to prune"), ``user-error``
 (exit 1 with one ``spa: error:`` line), ``bug`` (a ``spa: error:`` line saying "bug in SPA"),
 ``traceback`` (an exception escaped :func:`spa.cli.main`), ``other`` (any other exit code).
+
+Measured with onnx 1.23.2 and onnxruntime 1.32 (1,884 models): before nothing-to-prune was
+decided up front, 542 ended in "This is a bug in SPA" (the unchanged model then failed
+onnxruntime on SPA's random inputs), 1,048 in "nothing to prune" and 294 in user errors; after,
+0, 1,816 and 68 (no default-domain opset, string inputs, ...), and no tracebacks either time.
 """
 
 from __future__ import annotations
