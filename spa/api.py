@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from spa.coupling import CouplingGraph, Progress, build_coupling, creates_channels
-from spa.errors import InvalidArgumentError, PlanError
+from spa.errors import InvalidArgumentError, PlanError, UnsupportedModelError
 from spa.graph import ModelContext
 from spa.groups import Group, apply_exclusions, apply_norm_policy, find_groups
 from spa.io import check_is_model, load_model
@@ -179,6 +179,7 @@ def prune(
     else:
         assert crit is not None
         scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
+        _check_finite_weights(scores, a)
         if target_macs is not None or target_params is not None:
             from spa.targets import find_ratio
 
@@ -232,6 +233,21 @@ def prune(
         report.seconds["score"] -= target["seconds"]
         report.seconds["search"] = target["seconds"]
     return PruneResult(pruned, plan, report)
+
+
+def _check_finite_weights(scores: dict[int, np.ndarray], a: Analysis) -> None:
+    """Raise UnsupportedModelError when a group's scores are not finite because one of its stored
+    tensors holds NaN or infinity (a damaged file): no criterion can rank such channels. Scores
+    that are not finite for any other reason are left to the selection's own check (a bug)."""
+    for g in a.prunable:
+        s = scores.get(g.id)
+        if s is None or np.all(np.isfinite(s)):
+            continue
+        for t, _ in g.params(a.ctx):
+            value = a.ctx.array(t)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise UnsupportedModelError(f"'{t}' holds NaN or infinite values: SPA cannot rank the channels of "
+                                            "non-finite weights; is the file damaged?")
 
 
 def _nothing_to_prune(a: Analysis, before: Cost, criterion: str, ratio: float, seed: int,

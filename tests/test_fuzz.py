@@ -54,6 +54,18 @@ def test_campaign_findings(source: str, kind: str, seed: int, tmp_path: Path, zo
     assert not fuzz_one(zoo / source, kind, seed, tmp_path, commands=("prune", "groups"))
 
 
+#: Found with ``--criterion obspa``: weights of 1e35 (a flipped exponent byte) overflowed obspa's
+#: scores and refit (ValueError: bad scores, then PassError: NaN weights never settle), a Conv bias
+#: of the wrong length (an Add where an Expand was) broke its bias vector (ValueError).
+FOUND_OBSPA = [("se_block.ts.onnx", "flip_bytes", 30035), ("resnet_basic.dynamo.onnx", "swap_op_type", 30160),
+               ("densenet_block.ts.onnx", "flip_bytes", 30269)]
+
+
+@pytest.mark.parametrize("source,kind,seed", FOUND_OBSPA, ids=[f"{k}-{s}" for _, k, s in FOUND_OBSPA])
+def test_campaign_findings_obspa(source: str, kind: str, seed: int, tmp_path: Path, zoo: Path) -> None:
+    assert not fuzz_one(zoo / source, kind, seed, tmp_path, criterion="obspa")
+
+
 def test_mutations_are_deterministic_and_change_the_model(zoo: Path) -> None:
     data = (zoo / SOURCES[0]).read_bytes()
     for kind in KINDS:
