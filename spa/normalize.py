@@ -41,7 +41,7 @@ class _Grouped(Protocol):
 
 
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite ``model`` in place (steps 1 and 2 of the module docstring) and return it. Deterministic."""
+    """Rewrite ``model`` in place (steps 0 to 2 of the module docstring) and return it. Deterministic."""
     from spa.passes.cleanup import CleanupPass, dead_nodes
     from spa.passes.fold_identity_gather import FoldIdentityGatherPass
     from spa.passes.fold_weight_computations import FoldWeightComputationsPass
