@@ -68,6 +68,8 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         return out * _size(k)  # a symbolic contraction (attention's softmax·V over the sequence) counts 1
     if op == "Einsum" and len(node.input) > 1:
         return _einsum_macs(node, ctx)
+    if op in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
+        return _recurrent_macs(node, ctx)
     if node.domain == "com.microsoft":
         return _contrib_macs(node, ctx)
     return 0
@@ -89,6 +91,16 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
             sizes[label] = max(sizes.get(label, 1), _size(d))
     batch = ctx.batch_multiples.get(node.output[0], 1)  # the output's axis 0 holds that label
     return int(np.prod(list(sizes.values()), dtype=np.int64)) * batch
+
+
+def _recurrent_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """LSTM/GRU/RNN: each step of each direction multiplies the input by ``W`` and the state by
+    ``R``: ``steps · batch · dirs · gates·H · (features + H)`` (0 when the weights' shapes are unknown)."""
+    w, r, x = ctx.shape(node.input[1]), ctx.shape(node.input[2]), ctx.shape(node.input[0])
+    if w is None or r is None or x is None or len(x) != 3 or any(d is None for d in (*w, *r)):
+        return 0
+    steps_batch = _size(x[0]) * _size(x[1]) * ctx.batch_multiples.get(node.input[0], 1)
+    return steps_batch * int(w[0]) * int(w[1]) * (int(w[2]) + int(r[2]))  # type: ignore[arg-type]
 
 
 def _size(d: int | None) -> int:
