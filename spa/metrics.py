@@ -167,11 +167,15 @@ def _mha_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 
 
 def measure(ctx: ModelContext, with_size: bool = True) -> Cost:
-    """Parameters (elements of float stored tensors), MACs, and serialized size (-1 when
-    ``with_size`` is False)."""
+    """Parameters (elements of float stored tensors, and of the integer codes of QDQ weights, their
+    scales and zero points left out), MACs, and serialized size (-1 when ``with_size`` is False)."""
+    from spa.rules.quant import is_quantization_parameter, is_quantized_weight
+
     params = 0
     for name in [*ctx.initializers, *ctx.constant_nodes]:
-        if ctx.dtypes.get(name) in FLOAT_TYPES:
+        if is_quantization_parameter(ctx, name):
+            continue  # a QDQ scale or zero point belongs to the weight it dequantizes
+        if ctx.dtypes.get(name) in FLOAT_TYPES or is_quantized_weight(ctx, name):
             params += _prod(ctx.shape(name)) or 0
     macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
     return Cost(params=params, macs=macs, size_bytes=serialized_size(ctx.model) if with_size else -1)

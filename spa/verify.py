@@ -186,7 +186,11 @@ def verify(
     _check_same_interface(original, pruned)
     sizes = input_shapes(original, batch, shapes)
     feeds = random_inputs(original, seed=seed, shapes=sizes)
-    got = run(make_session(pruned, device), feeds)
+    # QDQ models: onnxruntime's full optimisations fuse Dequantize-op-Quantize into integer kernels
+    # whose requantisation rounds differently for other channel counts (one quantum apart); the
+    # basic level runs the graph's own arithmetic, where zeroed channels add exact zeros.
+    basic = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in original.graph.node)
+    got = run(make_session(pruned, device, basic=basic), feeds)
     if plan is None:
         ref = run(make_session(original, device), feeds)
         diffs = compare(ref, got, atol, rtol)
@@ -198,6 +202,6 @@ def verify(
         why = "weights were compensated" if plan.compensated else "; ".join(plan.inexact)
         return Verification("drift", True, diffs, f"masked equivalence does not hold by nature ({why}); drift reported",
                             sizes)
-    ref = run(make_session(mask_model(original, plan), device), feeds)
+    ref = run(make_session(mask_model(original, plan), device, basic=basic), feeds)
     diffs = compare(ref, got, atol, rtol)
     return Verification("masked-equivalence", all(d.ok for d in diffs), diffs, shapes=sizes)

@@ -13,6 +13,7 @@ from spa.rules import (  # noqa: F401,E501  (registration)
     layout,
     norm,
     pooling,
+    quant,
     recurrent,
     sequence,
 )
