@@ -59,6 +59,8 @@ def aggregate_over_params(
             if value is None:
                 continue
             arr = value
+        if arr.dtype.kind == "V" and arr.dtype.name.startswith(("bfloat", "float")):
+            arr = arr.astype(np.float32)  # bfloat16 / float8 (ml_dtypes): score the values they hold
         if arr.ndim == 0 or arr.dtype.kind != "f":
             continue
         others = tuple(i for i in range(arr.ndim) if i != space[1])
