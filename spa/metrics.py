@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from spa.graph import FLOAT_TYPES, ModelContext, attr
+from spa.rules.quant import float_view, is_quantization_parameter, is_quantized_weight, qop_of
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         return _einsum_macs(node, ctx)
     if op in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
         return _recurrent_macs(node, ctx)
+    q = qop_of(node)
+    if q is not None and q.weight is not None:  # QLinearConv, QLinearMatMul, QGemm: as their float op
+        return node_macs(float_view(node, q), ctx)
     if node.domain == "com.microsoft":
         return _contrib_macs(node, ctx)
     return 0
@@ -169,7 +173,6 @@ def _mha_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 def measure(ctx: ModelContext, with_size: bool = True) -> Cost:
     """Parameters (elements of float stored tensors, and of the integer codes of QDQ weights, their
     scales and zero points left out), MACs, and serialized size (-1 when ``with_size`` is False)."""
-    from spa.rules.quant import is_quantization_parameter, is_quantized_weight
 
     params = 0
     for name in [*ctx.initializers, *ctx.constant_nodes]:

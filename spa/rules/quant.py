@@ -13,11 +13,13 @@ scale or zero-point inputs of a per-tensor node.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import onnx
 
 from spa.graph import ModelContext, Space, attr, node_label
-from spa.rules.base import Coupling, Rule, dim_or_block, register
+from spa.rules.base import Coupling, KeptMap, Rule, dim_or_block, register
 
 
 def quant_axis(node: onnx.NodeProto, ctx: ModelContext) -> int | None:
@@ -82,34 +84,198 @@ class QuantizeDequantizeRule(Rule):
         return c
 
 
-def dequantized(ctx: ModelContext, codes: str) -> np.ndarray | None:
-    """The float values of stored ``codes`` read by a DequantizeLinear as its data input, computed
-    from its stored scale and zero point; None when ``codes`` is not such a tensor."""
-    readers = [n for n in ctx.consumers.get(codes, ()) if n.op_type == "DequantizeLinear" and n.input[0] == codes]
+# ---------------------------------------------------------------- QOperator form
+
+
+@dataclass(frozen=True)
+class QOp:
+    """How a QOperator node reads like its float counterpart: the op type, the positions of its
+    data inputs (in the float op's order), and its per-channel weight parameters: the weight's
+    codes (``weight``), their scale and zero point, and the output axis they follow."""
+
+    float_op: str
+    data: tuple[int, ...]
+    weight: int | None = None
+    weight_params: tuple[int, ...] = ()
+    bias: int | None = None
+
+
+QOPS: dict[str, QOp] = {
+    "QLinearConv": QOp("Conv", (0, 3, 8), weight=3, weight_params=(4, 5), bias=8),
+    "QLinearMatMul": QOp("MatMul", (0, 3), weight=3, weight_params=(4, 5)),
+    "com.microsoft::QGemm": QOp("Gemm", (0, 3, 6), weight=3, weight_params=(4, 5), bias=6),
+    "com.microsoft::QLinearAdd": QOp("Add", (0, 3)),
+    "com.microsoft::QLinearMul": QOp("Mul", (0, 3)),
+    "com.microsoft::QLinearGlobalAveragePool": QOp("GlobalAveragePool", (0,)),
+    "com.microsoft::QLinearAveragePool": QOp("AveragePool", (0,)),
+    "com.microsoft::QLinearLeakyRelu": QOp("LeakyRelu", (0,)),
+    "com.microsoft::QLinearSigmoid": QOp("Sigmoid", (0,)),
+}
+
+
+def qop_of(node: onnx.NodeProto) -> QOp | None:
+    key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+    return QOPS.get(key)
+
+
+def float_view(node: onnx.NodeProto, q: QOp) -> onnx.NodeProto:
+    """``node`` as its float op: the data inputs only, same outputs and attributes (less
+    QOperator-only ones), same name."""
+    proxy = onnx.helper.make_node(q.float_op, [node.input[i] if i < len(node.input) else "" for i in q.data],
+                                  [node.output[0]], name=node.name)
+    while proxy.input and not proxy.input[-1]:
+        proxy.input.pop()
+    proxy.attribute.extend(a for a in node.attribute if a.name != "channels_last")
+    return proxy
+
+
+def _weight_axis(node: onnx.NodeProto, q: QOp) -> int:
+    """The axis of the weight codes that per-channel parameters follow (output channels)."""
+    if q.float_op == "Gemm":
+        return 0 if int(attr(node, "transB", 0)) else 1  # type: ignore[arg-type]
+    return 1 if q.float_op == "MatMul" else 0
+
+
+class _QOperatorRule(Rule):
+    """A QOperator node couples its data like its float op (:data:`QOPS`); per-channel weight
+    scales and zero points follow the weight's output axis. Refuses channels-last pooling and
+    asking about per-tensor scales and zero points."""
+
+    def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
+        from spa.rules.base import rule_for
+
+        q = qop_of(node)
+        assert q is not None
+        view = float_view(node, q)
+        rule = rule_for(view)
+        return [] if rule is None else rule.seeds(view, ctx)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        from spa.rules.base import rule_for
+
+        q = qop_of(node)
+        assert q is not None
+        if int(attr(node, "channels_last", 0)):  # type: ignore[arg-type]
+            return Coupling().block(space, f"{node_label(node)} is channels-last")
+        view = float_view(node, q)
+        rule = rule_for(view)
+        assert rule is not None, q.float_op
+        params = [node.input[i] for i in q.weight_params if i < len(node.input) and node.input[i]]
+        w = node.input[q.weight] if q.weight is not None else None
+        per_channel = [p for p in params if ctx.rank(p) == 1 and (ctx.dim(p, 0) or 1) > 1]
+        if space[0] in per_channel and w is not None:
+            asked = (w, _weight_axis(node, q))
+            c = rule.couple(view, ctx, asked)
+            return c.same(asked, space, ctx.dim(*space) or 0)
+        if space[0] not in view.input and space[0] not in view.output:
+            return Coupling().block(space, f"{node_label(node)} input '{space[0]}' is a per-tensor scale or zero point")
+        c = rule.couple(view, ctx, space)
+        if w is not None and per_channel:
+            axis = _weight_axis(node, q)
+            n = ctx.dim(w, axis)
+            if n is not None and any((w, axis) in (e.a, e.b) for e in c.edges) or space == (w, axis):
+                for p in per_channel:
+                    if ctx.dim(p, 0) == n:
+                        c.same((w, axis), (p, 0), n)  # type: ignore[arg-type]
+        return c
+
+    def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:
+        from spa.rules.base import rule_for
+
+        q = qop_of(node)
+        assert q is not None
+        view = float_view(node, q)
+        rule = rule_for(view)
+        if rule is None or not rule.update_attributes(view, ctx, kept):
+            return False
+        new = {a.name: a for a in view.attribute}
+        for a in node.attribute:
+            if a.name in new:
+                a.CopyFrom(new[a.name])
+        return True
+
+
+@register
+class QLinearRule(_QOperatorRule):
+    op_types = ("QLinearConv", "QLinearMatMul")
+
+
+@register
+class ContribQLinearRule(_QOperatorRule):
+    domain = "com.microsoft"
+    op_types = ("QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
+                "QLinearLeakyRelu", "QLinearSigmoid")
+
+
+# ---------------------------------------------------------------- scores and counts
+
+
+def _weight_reader(ctx: ModelContext, codes: str) -> tuple[onnx.NodeProto, int, int, int | None] | None:
+    """The node that reads stored integer ``codes`` as a quantized weight: ``(node, scale input,
+    zero-point input, per-channel axis or None)``; None if there is no single such reader."""
+    readers = ctx.consumers.get(codes, ())
     if len(readers) != 1:
         return None
     node = readers[0]
-    scale = ctx.constant_value(node.input[1])
-    zp = ctx.constant_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    q = ctx.array(codes)
-    if scale is None or int(attr(node, "block_size", 0)) > 0:  # type: ignore[arg-type]
+    if node.op_type == "DequantizeLinear" and node.input[0] == codes:
+        if int(attr(node, "block_size", 0)) > 0:  # type: ignore[arg-type]
+            return None
+        return node, 1, 2, quant_axis(node, ctx)
+    q = qop_of(node)
+    if q is None or q.weight is None or node.input[q.weight] != codes:
         return None
+    scale = node.input[q.weight_params[0]]
+    per_channel = ctx.rank(scale) == 1 and (ctx.dim(scale, 0) or 1) > 1
+    return node, q.weight_params[0], q.weight_params[1], _weight_axis(node, q) if per_channel else None
+
+
+def dequantized(ctx: ModelContext, codes: str) -> np.ndarray | None:
+    """The float values of stored integer ``codes`` that a DequantizeLinear or a QOperator node
+    reads as a weight, from its stored scale and zero point; None for any other tensor."""
+    found = _weight_reader(ctx, codes)
+    if found is None:
+        return None
+    node, si, zi, axis = found
+    scale = ctx.constant_value(node.input[si])
+    zp = ctx.constant_value(node.input[zi]) if len(node.input) > zi and node.input[zi] else None
+    if scale is None:
+        return None
+    q = ctx.array(codes)
     shape = [1] * q.ndim
-    axis = quant_axis(node, ctx)
-    if axis is not None and np.asarray(scale).ndim == 1:
+    if axis is not None:
         shape[axis] = -1
-    s = np.asarray(scale, dtype=np.float64).reshape(shape if np.asarray(scale).size > 1 else [1] * q.ndim)
-    z = 0.0 if zp is None else np.asarray(zp, dtype=np.float64).reshape(s.shape)
+    s = np.asarray(scale, dtype=np.float64).reshape(shape)
+    z = 0.0 if zp is None else np.asarray(zp, dtype=np.float64).reshape(shape)
     return (q.astype(np.float64) - z) * s
 
 
+def _data_positions(node: onnx.NodeProto) -> tuple[int, ...] | None:
+    """Inputs of a quantized op that carry data (the rest are scales and zero points)."""
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.domain in ("", "ai.onnx"):
+        return (0,)
+    q = qop_of(node)
+    return None if q is None else q.data
+
+
 def is_quantization_parameter(ctx: ModelContext, name: str) -> bool:
-    """True for a tensor only read as the scale or zero point of Quantize/DequantizeLinear."""
+    """True for a tensor only read as a scale or zero point of quantized ops (QDQ or QOperator)."""
     readers = ctx.consumers.get(name, ())
-    return bool(readers) and all(
-        n.op_type in ("QuantizeLinear", "DequantizeLinear") and name in n.input[1:3] for n in readers)
+    if not readers:
+        return False
+    for n in readers:
+        data = _data_positions(n)
+        if data is None or any(i in data for i, t in enumerate(n.input) if t == name):
+            return False
+    return True
 
 
 def is_quantized_weight(ctx: ModelContext, name: str) -> bool:
-    """True for stored integer codes read as the data input of a DequantizeLinear."""
-    return any(n.op_type == "DequantizeLinear" and n.input[0] == name for n in ctx.consumers.get(name, ()))
+    """True for stored integer codes read as a weight or bias of quantized ops (a DequantizeLinear's
+    data, a QLinearConv's weight or int32 bias, ...)."""
+    for n in ctx.consumers.get(name, ()):
+        if n.op_type == "DequantizeLinear" and n.input[0] == name:
+            return True
+        q = qop_of(n)
+        if q is not None and any(n.input[i] == name for i in (q.weight, q.bias) if i is not None and i < len(n.input)):
+            return True
+    return False
