@@ -408,11 +408,23 @@ def is_runtime_error(exc: BaseException) -> bool:
     return type(exc).__module__.startswith("onnxruntime")
 
 
+def _runtime_message(text: str) -> str:
+    """onnxruntime's message without its ``source.h:91 namespace::Function(args...)`` prefix."""
+    if not re.match(r"^\S+\.(h|cc|cpp):\d+ ", text) or "(" not in text:
+        return text
+    depth = 0
+    for k in range(text.index("("), len(text)):
+        depth += {"(": 1, ")": -1}.get(text[k], 0)
+        if depth == 0:
+            return text[k + 1:].strip() or text
+    return text
+
+
 def synthesis_error(model: onnx.ModelProto, exc: BaseException) -> InputSynthesisError:
     """A one-line error for onnxruntime failing on synthetic inputs of ``model``."""
     text = str(exc).strip()
     first = text.splitlines()[0] if text else type(exc).__name__
-    first = first.split("Status Message:")[-1].strip() if "Status Message:" in first else first
+    first = _runtime_message(first.split("Status Message:")[-1].strip() if "Status Message:" in first else first)
     node = re.search(r"node\. Name:'([^']*)'", text)
     at = f" at node '{node.group(1)}'" if node else ""
     lost = derive_domains(model).underived()
