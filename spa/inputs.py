@@ -295,11 +295,12 @@ def resolve_shapes(domains: InputDomains, hints: dict[str, list[int]] | None,
     ``hints`` keep the hinted shape, except a dim that is an expression of others (or a mask's
     length in a cached model), which must agree with them to be valid.
     """
-    hints = hints or {}
+    ranks = {d.name: len(d.dims) for d in domains.inputs}
+    hints = {k: list(v) for k, v in (hints or {}).items() if len(v) == ranks.get(k)}  # callers check ranks
     bound: dict[str, int] = {}
     for d in domains.inputs:
         for k, dim in enumerate(d.dims):
-            if d.name in hints and isinstance(dim, str) and _SYMBOL.match(dim) and k < len(hints[d.name]):
+            if d.name in hints and isinstance(dim, str) and _SYMBOL.match(dim):
                 bound.setdefault(dim, int(hints[d.name][k]))
     for p in domains.past:
         bound.setdefault(p, 0)
