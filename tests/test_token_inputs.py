@@ -261,7 +261,7 @@ def test_cli_prunes_a_helper_built_kv_decoder_with_defaults(tmp_path: Path, run_
     onnx.save(kv_decoder(), str(src))
     r = run_spa("prune", src, "--ratio", "0.4")
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr and "obspa" not in r.stderr  # obspa ran: no fallback warning
+    assert "Traceback" not in r.stderr and "could not be run" not in r.stderr  # obspa ran: no fallback warning
     assert "1 pruned" in r.stdout
     _prefill_and_decode(out)
 
@@ -299,11 +299,13 @@ def test_cli_names_the_input_it_cannot_synthesise_and_takes_inputs(tmp_path: Pat
     ({"x": np.zeros((4, 8), np.float32), "shape": np.array([-1, 3], np.int32)}, "has dtype int32, the model expects int64"),
     ({"x": np.zeros((4, 8, 1), np.float32), "shape": np.array([-1, 3], np.int64)}, "has shape (4, 8, 1)"),
 ])
-def test_bad_inputs_files_get_one_line(tmp_path: Path, run_spa, arrays: dict[str, np.ndarray], said: str) -> None:  # noqa: ANN001
+def test_bad_inputs_files_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       arrays: dict[str, np.ndarray], said: str) -> None:
+    from spa.cli import main
+
     src = tmp_path / "m.onnx"
     onnx.save(reshape_by_input(), str(src))
     np.savez(tmp_path / "in.npz", **arrays)
-    r = run_spa("prune", src, "--inputs", tmp_path / "in.npz")
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("spa: error:")]
-    assert said in line
+    assert main(["prune", str(src), "--inputs", str(tmp_path / "in.npz")]) == 1
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("spa: error:")]
+    assert said in line and not (tmp_path / "m.pruned.onnx").exists()
