@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from spa.errors import InvalidArgumentError, SpaError
-from spa.inputs import NP_TYPES, derive_domains, draw, resolve_shapes, supplied
+from spa.inputs import derive_domains, draw, resolve_shapes, supplied
 from spa.inputs import input_specs as input_specs  # re-exported: its home was here
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,6 @@ def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", thre
         write_external(model, path, "model.onnx.data")
         log.debug("model over %d bytes: onnxruntime loads it from external data in %s", INLINE_LIMIT, d)
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
-
-
-# Kept here for the modules that import them from spa.runtime; they live in spa.inputs.
-_NP_TYPES = NP_TYPES
 
 
 def random_inputs(
