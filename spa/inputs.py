@@ -375,11 +375,15 @@ class SuppliedInputs:
     def covers(self, names: list[str]) -> bool:
         return all(n in self.arrays for n in names)
 
-    def fit(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    def fit(self, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The array of input ``name`` cut or repeated to ``shape``; None when an empty axis
+        would have to fill a size (an empty cache asked for a past length)."""
         a = self.arrays[name]
+        if any(have == 0 < want for have, want in zip(a.shape, shape)):
+            return None
         for axis, size in enumerate(shape):
             if a.shape[axis] != size:
-                a = np.take(a, np.arange(size) % max(a.shape[axis], 1), axis=axis)
+                a = np.take(a, np.arange(size) % a.shape[axis], axis=axis)
         return np.ascontiguousarray(a)
 
 

@@ -148,20 +148,24 @@ def random_inputs(
     Symbolic dims take ``batch`` on axis 0 and 1 elsewhere (0 for a cache's past length) unless
     ``shapes`` names the input; a dim that is an expression of others (``past + seq``) follows
     them. Within :func:`spa.inputs.use_inputs`, the arrays given there (``--inputs``) are used
-    instead: as they are without ``shapes``, else fitted to them.
+    instead: as they are without ``shapes``, else fitted to them (synthetic values where an empty
+    array, such as a prefill's cache, cannot fill a size).
     """
     domains = derive_domains(model)
     given = supplied()
-    if given is not None and given.covers([d.name for d in domains.inputs]):
-        if not shapes:
-            return {d.name: given.arrays[d.name] for d in domains.inputs}
-        sizes = resolve_shapes(domains, {**{k: list(v.shape) for k, v in given.arrays.items()}, **shapes},
-                               lambda d, k: batch if k == 0 else 1)
-        return {d.name: given.fit(d.name, sizes[d.name]) for d in domains.inputs}
-    rng = np.random.default_rng(seed)
-    sizes = resolve_shapes(domains, shapes, lambda d, k: batch if k == 0 else 1)
+    if given is not None and not given.covers([d.name for d in domains.inputs]):
+        given = None
+    if given is not None and not shapes:
+        return {d.name: given.arrays[d.name] for d in domains.inputs}
+    hints = {**{k: list(v.shape) for k, v in given.arrays.items()}, **(shapes or {})} if given else shapes
+    sizes = resolve_shapes(domains, hints, lambda d, k: batch if k == 0 else 1)
     past = domains.past_in(sizes)
-    return {d.name: draw(d, sizes[d.name], rng, past) for d in domains.inputs}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for d in domains.inputs:
+        real = given.fit(d.name, sizes[d.name]) if given is not None else None
+        feeds[d.name] = real if real is not None else draw(d, sizes[d.name], rng, past)
+    return feeds
 
 
 def run(session: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

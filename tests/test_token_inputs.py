@@ -229,9 +229,13 @@ def test_supplied_inputs_replace_synthetic_ones_and_fit_asked_sizes() -> None:
     with use_inputs(SuppliedInputs(real, "real.npz")):
         same = random_inputs(m)
         fitted = random_inputs(m, shapes={"input_ids": [2, 2]})
+        cached = random_inputs(m, shapes={"past_key_values.0.key": [1, 1, 3, 16]})  # a probe's decode step
     assert same["input_ids"].tolist() == [[1, 2, 3, 4]]
     assert fitted["input_ids"].tolist() == [[1, 2], [1, 2]] and fitted["attention_mask"].shape == (2, 2)
-    _runs(m, fitted)
+    assert cached["past_key_values.0.value"].shape == (1, 1, 3, 16) and cached["attention_mask"].shape == (1, 7)
+    assert cached["input_ids"].tolist() == [[1, 2, 3, 4]]
+    for feeds in (fitted, cached):
+        _runs(m, feeds)
 
 
 # ---- the command line ----------------------------------------------------------------------------
