@@ -36,6 +36,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -59,7 +60,7 @@ NP_TYPES = {
 Dims = list[int | str | None]
 
 #: Kinds of input value domains (see the module docstring).
-KINDS = ("float", "bool", "indices", "positions", "mask", "cache", "integer")
+Kind = Literal["float", "bool", "indices", "positions", "mask", "cache", "integer"]
 
 _CACHE_NAME = re.compile(r"(^|[._/])(past|cache)|key_values|^present", re.IGNORECASE)
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -89,7 +90,7 @@ class InputDomain:
     name: str
     dims: tuple[int | str | None, ...]
     elem_type: int
-    kind: str
+    kind: Kind
     low: int = 0
     high: int | None = None
     derived: bool = True
@@ -217,7 +218,7 @@ def index_bounds(graph: _Graph, name: str) -> tuple[int, int] | None:
     return low, high
 
 
-def _kind(name: str, elem_type: int) -> str:
+def _kind(name: str, elem_type: int) -> Kind:
     lname = name.lower()
     if "mask" in lname:
         return "mask"
