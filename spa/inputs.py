@@ -19,12 +19,14 @@ values the graph accepts (an :class:`InputDomain`):
   ``past_sequence_length + sequence_length`` gets that sum; a mask with a plain symbolic length
   in a model with a cache gets the past plus the token sequence length;
 * **float** and **bool**: ``N(0, 1)`` and fair coin flips, as before;
+* **axes**: an integer input used only as the ``axes`` of Unsqueeze, Slice or a Reduce op (whose
+  data rank the graph tells) gets distinct axes within that rank;
 * **integer**: an integer input nothing in the graph bounds. It keeps the old draw from
   ``[0, 10)`` and is marked ``derived=False``: when onnxruntime then fails, the error names it
   and asks for real values (``--inputs DATA.npz``, see :class:`SuppliedInputs`).
 
 It does not follow values through arithmetic other than a constant shift, nor guess the range of
-inputs used as sizes or axes (those stay ``integer``).
+inputs used as sizes or shapes (those stay ``integer``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ NP_TYPES = {
 Dims = list[int | str | None]
 
 #: Kinds of input value domains (see the module docstring).
-Kind = Literal["float", "bool", "indices", "positions", "mask", "cache", "integer"]
+Kind = Literal["float", "bool", "indices", "positions", "mask", "cache", "axes", "integer"]
 
 _CACHE_NAME = re.compile(r"(^|[._/])(past|cache)|key_values|^present", re.IGNORECASE)
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -76,6 +78,14 @@ _KEEPS_VALUES: dict[str, tuple[int, ...] | None] = {
 _INDEX_OF: dict[tuple[str, int], int] = {
     ("Gather", 1): 0, ("GatherElements", 1): 0, ("GatherND", 1): 0,
     ("EmbedLayerNormalization", 0): 2, ("EmbedLayerNormalization", 1): 4, ("EmbedLayerNormalization", 8): 3,
+}
+
+# Axes operands: (op, input) -> the data input whose rank bounds them (Squeeze is left out: its
+# axes must also name dims of size 1).
+_AXES_OF: dict[tuple[str, int], int] = {
+    ("Unsqueeze", 1): 0, ("Slice", 3): 0,
+    **{(f"Reduce{r}", 1): 0 for r in ("Sum", "Mean", "Max", "Min", "Prod", "L1", "L2", "LogSum", "LogSumExp",
+                                       "SumSquare")},
 }
 
 
@@ -218,6 +228,26 @@ def index_bounds(graph: _Graph, name: str) -> tuple[int, int] | None:
     return low, high
 
 
+def axes_bound(graph: _Graph, name: str) -> int | None:
+    """The rank that bounds the axes input ``name`` when every use of it is an axes operand
+    whose data rank is known (Unsqueeze: the output's rank), else None."""
+    uses = [(node, k) for node in graph.consumers.get(name, ()) for k, t in enumerate(node.input) if t == name]
+    ranks = []
+    for node, k in uses:
+        data = _AXES_OF.get((node.op_type, k))
+        shape = graph.shapes.get(node.input[data]) if data is not None else None
+        if shape is None:
+            return None
+        count = graph.shapes.get(name)
+        if node.op_type == "Unsqueeze":
+            if not count or count[0] is None:
+                return None
+            ranks.append(len(shape) + int(count[0]))
+        else:
+            ranks.append(len(shape))
+    return min(ranks) if ranks else None
+
+
 def _kind(name: str, elem_type: int) -> Kind:
     lname = name.lower()
     if "mask" in lname:
@@ -242,6 +272,8 @@ def derive_domains(model: onnx.ModelProto) -> InputDomains:
         if kind == "integer" and bounds is not None:
             out.append(InputDomain(name, tuple(dims), et, "indices", bounds[0], bounds[1],
                                    why=f"indices into a table of {bounds[1]}"))
+        elif kind == "integer" and (rank := axes_bound(graph, name)) is not None:
+            out.append(InputDomain(name, tuple(dims), et, "axes", 0, rank, why=f"axes of a rank-{rank} tensor"))
         elif kind == "positions":
             low, high = bounds if bounds is not None else (0, None)
             out.append(InputDomain(name, tuple(dims), et, kind, low, high, why="positions"))
@@ -357,6 +389,8 @@ def draw(domain: InputDomain, shape: tuple[int, ...], rng: np.random.Generator, 
         if domain.high is not None:
             count = domain.low + count % (domain.high - domain.low)
         return np.broadcast_to(count, shape).astype(dtype)
+    if domain.kind == "axes" and domain.high is not None and int(np.prod(shape)) <= domain.high:
+        return rng.permutation(domain.high)[:int(np.prod(shape))].reshape(shape).astype(dtype)  # distinct
     high = domain.high if domain.high is not None else max(10, domain.low + 1)
     return rng.integers(domain.low, high, size=shape).astype(dtype)
 

@@ -204,6 +204,20 @@ def test_boolean_masks_attend_everywhere_and_float_models_draw_as_before() -> No
     assert plain["ids"].shape == (1, 1)
 
 
+def test_axes_inputs_get_distinct_axes_within_rank() -> None:
+    m = _model([helper.make_node("ReduceSum", ["x", "axes"], ["r"], keepdims=1),
+                helper.make_node("Unsqueeze", ["x", "new"], ["y"])],
+               [_vi("x", TensorProto.FLOAT, [2, 3, 4]), _vi("axes", TensorProto.INT64, [1]),
+                _vi("new", TensorProto.INT64, [2])],
+               [_vi("r", TensorProto.FLOAT, ["a", "b", "c"]), _vi("y", TensorProto.FLOAT, ["a", "b", "c", "d", "e"])], {})
+    d = {x.name: x for x in derive_domains(m).inputs}
+    assert (d["axes"].kind, d["axes"].high, d["new"].kind, d["new"].high) == ("axes", 3, "axes", 5)
+    for seed in range(20):
+        feeds = random_inputs(m, seed=seed)
+        assert 0 <= feeds["axes"][0] < 3 and len(set(feeds["new"].tolist())) == 2
+        _runs(m, feeds)
+
+
 def test_an_input_nothing_bounds_is_marked_and_named_in_the_error() -> None:
     m = reshape_by_input()
     (shape,) = [d for d in derive_domains(m).inputs if d.name == "shape"]
