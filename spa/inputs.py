@@ -281,8 +281,8 @@ def derive_domains(model: onnx.ModelProto) -> InputDomains:
             out.append(InputDomain(name, tuple(dims), et, kind, derived=kind != "integer",
                                    why="no bounding use found in the graph" if kind == "integer" else kind))
     past = _past_symbols(out)
-    for d in out:
-        log.debug("input %s: %s%s", d.name, d.kind, f" [{d.low}, {d.high})" if d.high is not None else "")
+    log.debug("input domains: %s", "; ".join(f"{d.name} {d.kind}" + (f" [{d.low}, {d.high})" if d.high is not None
+                                                                       else "") for d in out))
     return InputDomains(tuple(out), past)
 
 
