@@ -117,7 +117,7 @@ def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", thre
     (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`)."""
     ort = _ort()
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # fatal only: every error onnxruntime logs is also raised, and SPA reports it once
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:

@@ -6,7 +6,8 @@ fields with the power spectrum of natural images: amplitude ``∝ 1/|f|`` over t
 0 and variance 1. Neighbouring pixels of such a field are strongly correlated, as in real images,
 whereas white noise would make every feature map spatially rough. Other float inputs are
 ``N(0, 1)``; token ids, positions, masks, KV caches, integer and boolean inputs are drawn as in
-:func:`spa.runtime.random_inputs`, from the value domains :mod:`spa.inputs` derives.
+:func:`spa.runtime.random_inputs`, from the value domains :mod:`spa.inputs` derives. An input
+whose values SPA cannot derive takes the ``--inputs`` array when one is given.
 
 Symbolic sizes: axis 0 is the batch; other symbolic axes take :data:`SPATIAL_SIZE` when spatial
 and 1 otherwise (a KV cache's past length 0: the prefill step).
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from spa.graph import ModelContext, attr
-from spa.inputs import derive_domains, draw, resolve_shapes
+from spa.inputs import derive_domains, draw, resolve_shapes, supplied
 
 #: Size given to a symbolic spatial axis of an image input.
 SPATIAL_SIZE = 64
@@ -68,11 +69,16 @@ def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int =
     axes = {d.name: spatial_axes(ctx, d.name, len(d.dims)) if d.kind == "float" else () for d in domains.inputs}
     sizes = resolve_shapes(domains, None, lambda d, k: batch if k == 0 else SPATIAL_SIZE if k in axes[d.name] else 1)
     past = domains.past_in(sizes)
+    given = supplied()  # real values (--inputs) for the inputs whose valid values SPA cannot derive
     for b in range(n_batches):
         rng = np.random.default_rng([seed, b])
         feeds: dict[str, np.ndarray] = {}
         for d in domains.inputs:
-            if d.kind == "float" and axes[d.name]:
+            real = given.fit(d.name, sizes[d.name]) if given is not None and not d.derived and d.name in given.arrays \
+                else None
+            if real is not None:
+                feeds[d.name] = real
+            elif d.kind == "float" and axes[d.name]:
                 feeds[d.name] = pink_field(rng, sizes[d.name], axes[d.name]).astype(d.dtype)
             else:
                 feeds[d.name] = draw(d, sizes[d.name], rng, past)
