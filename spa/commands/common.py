@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spa.errors import InvalidArgumentError
+from spa.inputs import derive_domains, is_runtime_error, synthesis_error, use_inputs
 from spa.runtime import DEVICES
 
 log = logging.getLogger("spa")
@@ -170,8 +171,6 @@ def _model_path(args: argparse.Namespace) -> str | None:
 def inputs_scope(args: argparse.Namespace) -> Iterator[None]:
     """Run a command with ``--inputs`` in effect (if given); an onnxruntime failure on synthetic
     inputs that SPA could not derive becomes a one-line error naming them."""
-    from spa.inputs import is_runtime_error, use_inputs
-
     given = None
     if getattr(args, "inputs", None) and _model_path(args):
         from spa.calib import load_inputs
@@ -184,7 +183,6 @@ def inputs_scope(args: argparse.Namespace) -> Iterator[None]:
     except Exception as exc:
         if given is not None or not is_runtime_error(exc) or not _model_path(args):
             raise
-        from spa.inputs import derive_domains, synthesis_error
         from spa.io import load_model
 
         model = load_model(_model_path(args), external_data=False)
