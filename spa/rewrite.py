@@ -14,6 +14,7 @@ import onnx
 
 from spa.errors import RewriteError, SpaError
 from spa.graph import ModelContext, Space
+from spa.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
 from spa.passes import (
     CleanupPass,
     CompensateWeightsPass,
@@ -98,7 +99,7 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
 
     data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     _check_structure(data, pruned, original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)))
+    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), pruned)
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -117,13 +118,17 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object]) -> None:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise."""
+def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto) -> None:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it fails on
+    synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs are to blame, not the
+    rewrite: the error asks for real ones."""
     try:
         run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        if supplied() is None and is_runtime_error(exc) and derive_domains(pruned).underived():
+            raise synthesis_error(pruned, exc) from None
         raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
 
 
@@ -137,7 +142,7 @@ def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None
     from spa.shapes import ShapeProbe, weightless
 
     _check_structure(weightless(pruned), pruned, original)
-    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)))  # type: ignore[arg-type]
+    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)), pruned)  # type: ignore[arg-type]
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

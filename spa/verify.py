@@ -21,6 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from spa.errors import InvalidArgumentError, ModelMismatchError, PlanError
+from spa.inputs import supplied
 from spa.normalize import untie_for_plan
 from spa.passes import MaterializeViewsPass, PassError
 from spa.passes.fold_weight_computations import FoldWeightComputationsPass
@@ -185,7 +186,11 @@ def verify(
 ) -> Verification:
     """Run the check described in the module docstring (``batch`` overrides the probe's batch)."""
     _check_same_interface(original, pruned)
-    sizes = input_shapes(original, batch, shapes)
+    given = supplied()  # real inputs (--inputs) are checked at their own sizes unless others are asked for
+    if given is not None and shapes is None and batch is None and given.covers([s[0] for s in input_specs(original)]):
+        sizes = {name: list(a.shape) for name, a in given.arrays.items()}
+    else:
+        sizes = input_shapes(original, batch, shapes)
     feeds = random_inputs(original, seed=seed, shapes=sizes)
     # QDQ models: onnxruntime's full optimisations fuse Dequantize-op-Quantize into integer kernels
     # whose requantisation rounds differently for other channel counts (one quantum apart); the
