@@ -74,6 +74,11 @@ _KEEPS_VALUES: dict[str, tuple[int, ...] | None] = {
     "Expand": (0,), "Slice": (0,), "Transpose": (0,), "Tile": (0,), "Gather": (0,), "GatherElements": (0,),
     "GatherND": (0,), "Where": (1, 2), "Concat": None,  # None: every input
 }
+#: Integer constants of at most this many values an input may be compared with (one-hot encodings,
+#: as tf2onnx writes ``jax.nn.one_hot``: ``Equal(x, [0, 1, ..., 256])``) bound its values.
+_MAX_CATEGORIES = 1 << 16
+_INT_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+              onnx.TensorProto.UINT8, onnx.TensorProto.UINT16)
 # Index operands: (op, index input) -> data input whose size along the gathered axis bounds them.
 _INDEX_OF: dict[tuple[str, int], int] = {
     ("Gather", 1): 0, ("GatherElements", 1): 0, ("GatherND", 1): 0,
@@ -165,16 +170,21 @@ class _Graph:
             dims = vi.type.tensor_type.shape.dim
             self.shapes[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else None for d in dims]
         self.scalars: dict[str, int] = {}
+        self.categories: dict[str, np.ndarray] = {}  # small integer constants an input may be compared with
         for t in g.initializer:
             self.shapes[t.name] = list(t.dims)
             if int(np.prod(t.dims)) == 1 and t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
                 self.scalars[t.name] = int(numpy_helper.to_array(t).reshape(-1)[0])
+            elif 1 < int(np.prod(t.dims)) <= _MAX_CATEGORIES and t.data_type in _INT_TYPES:
+                self.categories[t.name] = numpy_helper.to_array(t).reshape(-1).astype(np.int64)
         for node in g.node:
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 arr = numpy_helper.to_array(node.attribute[0].t)
                 self.shapes[node.output[0]] = list(arr.shape)
                 if arr.size == 1 and arr.dtype.kind in "iu":
                     self.scalars[node.output[0]] = int(arr.reshape(-1)[0])
+                elif 1 < arr.size <= _MAX_CATEGORIES and arr.dtype.kind in "iu":
+                    self.categories[node.output[0]] = arr.reshape(-1).astype(np.int64)
 
     def table_size(self, node: onnx.NodeProto, data: int) -> int | None:
         """The size of the axis ``node`` gathers from its input ``data``, when static."""
@@ -197,7 +207,8 @@ def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
 
 def index_bounds(graph: _Graph, name: str) -> tuple[int, int] | None:
     """``[low, high)`` for the values of tensor ``name`` that keep every index it reaches in
-    range, or None when it reaches none with a known table size."""
+    range, and that span the categories it is compared with (a one-hot ``Equal`` against a constant
+    vector); None when it reaches neither."""
     low, high, found = 0, None, False
     seen: set[tuple[str, int]] = set()
     todo = [(name, 0)]  # (tensor, offset): the tensor's values are the input's plus offset
@@ -215,6 +226,11 @@ def index_bounds(graph: _Graph, name: str) -> tuple[int, int] | None:
                 if size is not None:
                     found = True
                     low, high = max(low, -off), size - off if high is None else min(high, size - off)
+                if node.op_type == "Equal" and len(node.input) == 2 and node.input[1 - k] in graph.categories:
+                    values = graph.categories[node.input[1 - k]] - off  # one-hot: compared with each category
+                    found = True
+                    low = max(low, int(values.min()))
+                    high = int(values.max()) + 1 if high is None else min(high, int(values.max()) + 1)
                 keeps = _KEEPS_VALUES.get(node.op_type, ())
                 if node.op_type in _KEEPS_VALUES and (keeps is None or k in keeps):
                     todo.append((node.output[0], off))

@@ -140,6 +140,19 @@ def test_indices_are_bounded_by_the_table_they_reach_through_casts_and_shifts() 
     _runs(m, feeds)
 
 
+def test_one_hot_input_spans_the_categories_it_is_compared_with() -> None:
+    """tf2onnx writes ``jax.nn.one_hot(bytes, 257)`` (magika) as ``Equal(Expand(Reshape(x)), [0..256])``."""
+    cats = np.arange(257, dtype=np.int32).reshape(1, 1, 257)
+    nodes = [helper.make_node("Reshape", ["bytes", "shape3"], ["r"]), helper.make_node("Equal", ["r", "cats"], ["eq"]),
+             helper.make_node("Cast", ["eq"], ["oh"], to=TensorProto.FLOAT), helper.make_node("MatMul", ["oh", "W"], ["y"])]
+    m = _model(nodes, [_vi("bytes", TensorProto.INT32, ["n", 16])], [_vi("y", TensorProto.FLOAT, ["n", 16, 4])],
+               {"shape3": np.array([-1, 16, 1], np.int64), "cats": cats, "W": _w(257, 4)})
+    d = derive_domains(m).inputs[0]
+    assert (d.kind, d.low, d.high) == ("indices", 0, 257)
+    values = random_inputs(m, seed=0, batch=64)["bytes"]
+    assert values.max() > 200 and values.min() >= 0  # not the [0, 10) of an underived integer
+
+
 def test_kv_cache_prefill_has_an_empty_cache_and_a_mask_as_long_as_the_tokens() -> None:
     m = kv_decoder()
     domains = derive_domains(m)
