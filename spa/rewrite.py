@@ -14,6 +14,7 @@ import onnx
 
 from spa.errors import OriginalRunError, RewriteError, SpaError
 from spa.graph import ModelContext, Space
+from spa.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
 from spa.passes import (
     CleanupPass,
     CompensateWeightsPass,
@@ -99,7 +100,7 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
     data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     run_original = _original_run(original, pruned, device)
     _check_structure(data, pruned, original, run_original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), run_original)
+    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), pruned, run_original)
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -123,15 +124,19 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object], run_original: Callable[[], object] | None = None) -> None:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it does and
-    ``run_original`` (the same run of the input model) fails too, the input model cannot run on
-    SPA's synthetic inputs: :class:`OriginalRunError`, not a bug in SPA."""
+def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto,
+                run_original: Callable[[], object] | None = None) -> None:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it fails on
+    synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs are to blame, not the
+    rewrite: the error asks for real ones. When ``run_original`` (the same run of the input model)
+    fails too, the input model cannot run on these inputs: :class:`OriginalRunError`, not a bug in SPA."""
     try:
         run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        if supplied() is None and is_runtime_error(exc) and derive_domains(pruned).underived():
+            raise synthesis_error(pruned, exc) from None
         if run_original is not None:
             _raise_if_original_fails(run_original)
         raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
@@ -150,9 +155,14 @@ def _raise_if_original_fails(run_original: Callable[[], object]) -> None:
             "in SPA: the model is invalid or needs a newer onnxruntime; nothing was written") from None
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
         raise OriginalRunError(
-            f"the input model itself does not run in onnxruntime on SPA's synthetic inputs ({_first_line(exc)}); "
+            f"the input model itself does not run in onnxruntime on {_inputs_named()} ({_first_line(exc)}); "
             "this is not a bug in SPA: pass representative inputs with --inputs DATA.npz; nothing was written"
         ) from None
+
+
+def _inputs_named() -> str:
+    """What the onnxruntime runs of the checks were fed, for messages."""
+    return "SPA's synthetic inputs" if supplied() is None else "the --inputs data"
 
 
 class _LoadFailure(Exception):
@@ -201,7 +211,7 @@ def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None
     run_original = _original_run(original, pruned, device)
     _check_structure(weightless(pruned), pruned, original, run_original)
     _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)),  # type: ignore[arg-type]
-                run_original)
+                pruned, run_original)
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import EXIT_OK, add_common, emit
+from spa.commands.common import EXIT_OK, add_common, add_inputs_arg, emit
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
                    help="attention granularity, as for spa prune")
     p.add_argument("--prune-norm-axes", action="store_true", help="as for spa prune: norm axes are not blocked")
+    add_inputs_arg(p)
     add_common(p)
     p.set_defaults(func=run)
     return p

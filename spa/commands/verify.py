@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, check_seed, emit, shape
+from spa.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, add_inputs_arg, check_seed, emit, shape
 from spa.errors import InvalidArgumentError, VerificationError
 
 
@@ -48,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
     p.add_argument("--shape", action="append", type=shape, default=[], metavar="NAME:D1xD2x...",
                    help="whole shape of input NAME (repeatable); default: dynamic sizes 2 (axis 0) and 3 (others)")
+    add_inputs_arg(p)
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     add_common(p)
