@@ -43,6 +43,7 @@ from spa.errors import InvalidArgumentError, SpaError
 from spa.graph import ModelContext
 from spa.groups import Group
 from spa.obs import ObsLayer, refit, refit_to, removal_scores
+from spa.runtime import runtime_errors
 
 if TYPE_CHECKING:
     from spa.worlds import Stop
@@ -79,6 +80,16 @@ class Compensation:
             return self.biases[c.bias]
         self.new_biases[c.node.name] = bias
         return bias
+
+
+def _finite_or_none(comp: Compensation) -> Compensation | None:
+    """``comp``, or None (no compensation, with a warning) when a value it computed is not finite:
+    weights of extreme magnitude (a damaged file) overflow the refit."""
+    for values in (comp.weights, comp.new_biases, comp.biases):
+        if any(not np.all(np.isfinite(v)) for v in values.values()):
+            log.warning("obspa: the refitted weights are not finite (extreme weight values?); not compensated")
+            return None
+    return comp
 
 
 def bias_slot(c: Consumer) -> bool:
@@ -169,6 +180,10 @@ class OBSPACriterion(Criterion):
             if group.id not in self._scores:
                 self._score_pending(ctx)
             scores = self._scores[group.id]
+        if scores is not None and not np.all(np.isfinite(scores)):
+            # Weights of extreme magnitude (1e35: a damaged file) overflow the Hessian statistics.
+            log.warning("obspa: the scores of group %d are not finite; it uses l2 scores", group.id)
+            scores = None
         if scores is None:
             log.debug("obspa: group %d has no usable consumer; l2 scores", group.id)
             return L2Criterion(self.seed).score(group, ctx)
@@ -193,7 +208,7 @@ class OBSPACriterion(Criterion):
         try:
             self._score_stops(Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic").stops(),
                               owner, left, pending, units, ctx)
-        except (RuntimeError, SpaError) as exc:
+        except (SpaError, *runtime_errors()) as exc:
             # onnxruntime cannot run a slice of this model (or its inputs cannot be generated):
             # rank the rest by l2 and leave the weights as they are, rather than fail.
             log.warning("obspa: the model could not be run for statistics (%s); the remaining groups use l2 "
@@ -237,14 +252,14 @@ class OBSPACriterion(Criterion):
         if not pruned:
             return Compensation()
         if self._uses_layers:
-            return self._compensate_independent(pruned, ctx)
+            return _finite_or_none(self._compensate_independent(pruned, ctx))
         from spa.worlds import twin_supported
 
         if not twin_supported(ctx):
             log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
         try:
-            return self._compensate_sequential(by_id, kept_units, pruned, ctx)
-        except (RuntimeError, SpaError) as exc:
+            return _finite_or_none(self._compensate_sequential(by_id, kept_units, pruned, ctx))
+        except (SpaError, *runtime_errors()) as exc:
             log.warning("obspa: the model could not be run for compensation (%s); it is not compensated",
                         str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
             return None

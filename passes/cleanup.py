@@ -29,13 +29,19 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
+def dead_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes none of whose outputs is read (by a node of ``graph`` or any subgraph) or is a graph
+    output; removing them may leave more such nodes."""
+    used = _used_names(graph) | {o.name for o in graph.output}
+    return [n for n in graph.node if not any(o and o in used for o in n.output)]
+
+
 class CleanupPass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         modified = False
         while True:
-            used = _used_names(g) | {o.name for o in g.output}
-            dead = [n for n in g.node if not any(o and o in used for o in n.output)]
+            dead = dead_nodes(g)
             if not dead:
                 break
             for n in dead:

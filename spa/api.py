@@ -18,8 +18,8 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 
-from spa.coupling import CouplingGraph, Progress, build_coupling
-from spa.errors import InvalidArgumentError, PlanError
+from spa.coupling import CouplingGraph, Progress, build_coupling, creates_channels
+from spa.errors import InvalidArgumentError, PlanError, UnsupportedModelError
 from spa.graph import ModelContext
 from spa.groups import Group, apply_exclusions, apply_norm_policy, find_groups
 from spa.io import check_is_model, load_model
@@ -99,7 +99,8 @@ def _couple(work: onnx.ModelProto, prune_heads: str, progress: Progress | None
             ) -> tuple[ModelContext, CouplingGraph, list[Group]]:
     ctx = ModelContext.build(work, infer_shapes(work))
     ctx.head_mode = prune_heads
-    complete_with_runtime(ctx)
+    if creates_channels(ctx):  # else no group can form: nothing needs to run
+        complete_with_runtime(ctx)
     cg = build_coupling(ctx, progress)
     return ctx, cg, find_groups(cg, ctx)
 
@@ -140,7 +141,9 @@ def prune(
     ``target_macs``/``target_params`` (fractions of the original, estimated exactly) or
     ``target_latency`` (ms)/``target_speedup`` (a factor), measured in onnxruntime on ``device``
     with ``threads`` intra-op threads (see :mod:`spa.targets`).
-    The returned model has passed the full ONNX checker and an onnxruntime run.
+    The returned model has passed the full ONNX checker and an onnxruntime run, unless no group
+    is prunable (``report.groups_prunable == 0``): then it is returned as loaded, and nothing is
+    scored, rewritten or run.
     """
     from spa.criteria import get_criterion
 
@@ -166,6 +169,8 @@ def prune(
     a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads)
     before = measure(a.ctx)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
+    if not a.prunable and (from_plan is None or not from_plan.slices):
+        return _nothing_to_prune(a, before, criterion, ratio, seed, t1 - t0)
     if crit is not None:
         crit.prepare(a.prunable, a.ctx)
     if from_plan is not None:
@@ -174,6 +179,7 @@ def prune(
     else:
         assert crit is not None
         scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
+        _check_finite_weights(scores, a)
         if target_macs is not None or target_params is not None:
             from spa.targets import find_ratio
 
@@ -227,6 +233,35 @@ def prune(
         report.seconds["score"] -= target["seconds"]
         report.seconds["search"] = target["seconds"]
     return PruneResult(pruned, plan, report)
+
+
+def _check_finite_weights(scores: dict[int, np.ndarray], a: Analysis) -> None:
+    """Raise UnsupportedModelError when a group's scores are not finite because one of its stored
+    tensors holds NaN or infinity (a damaged file): no criterion can rank such channels. Scores
+    that are not finite for any other reason are left to the selection's own check (a bug)."""
+    for g in a.prunable:
+        s = scores.get(g.id)
+        if s is None or np.all(np.isfinite(s)):
+            continue
+        for t, _ in g.params(a.ctx):
+            value = a.ctx.array(t)
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                raise UnsupportedModelError(f"'{t}' holds NaN or infinite values: SPA cannot rank the channels of "
+                                            "non-finite weights; is the file damaged?")
+
+
+def _nothing_to_prune(a: Analysis, before: Cost, criterion: str, ratio: float, seed: int,
+                      analyze_s: float) -> PruneResult:
+    """The result when no group is prunable, decided before anything is scored or run: the model
+    comes back as loaded (shared parameters shared again), with an empty plan. Neither the
+    criterion nor the checker nor onnxruntime runs: nothing was rewritten, so there is nothing
+    to check (and a model onnxruntime cannot run on random inputs is still "nothing to prune")."""
+    share_unsliced_uses(a.model)
+    plan = make_plan(os.path.basename(a.source), criterion, ratio, a.groups, {}, a.ctx, {"seed": seed})
+    report = _report(a, plan, {}, before, before, criterion, ratio)
+    report.seconds = {"analyze": analyze_s, "score": 0.0, "rewrite": 0.0, "measure": 0.0}
+    log.info("nothing to prune: %d groups, none prunable; nothing was scored, rewritten or run", len(a.groups))
+    return PruneResult(a.model, plan, report)
 
 
 def _report(a: Analysis, plan: Plan, kept_units: dict[int, np.ndarray], before: Cost, after: Cost,

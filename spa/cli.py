@@ -1,7 +1,8 @@
 """The ``spa`` command line: ``prune``, ``groups``, ``verify``, ``bench`` and ``info``.
 
 Exit codes: 0 ok (also "nothing to prune"), 1 user error, 2 usage, 3 verification failed,
-4 a gate failed (``--max-drift``, ``--min-speedup``, ...). Reports go to stdout, logs to stderr;
+4 a gate failed (``--max-drift``, ``--min-speedup``, ...), 5 an internal error (a bug in SPA; ``-vv``
+shows its traceback). Reports go to stdout, logs to stderr;
 user errors print one line and no traceback. ``spa prune`` also reads its settings from
 ``spa.toml`` or ``[tool.spa]`` in ``pyproject.toml`` (see :mod:`spa.config`). Each subcommand
 lives in its own module under :mod:`spa.commands`.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from spa.commands import COMMANDS
-from spa.commands.common import EXIT_OK, EXIT_USAGE
+from spa.commands.common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE
 from spa.errors import SpaError
 
 log = logging.getLogger("spa")
@@ -92,6 +93,18 @@ def _fail(exc: SpaError, quiet: int, start: float, cmd: str) -> int:
     return exc.exit_code
 
 
+def _internal(exc: Exception, quiet: int, start: float, cmd: str) -> int:
+    """An exception that is not a :class:`SpaError`: a bug in SPA. One line (exit 5); the
+    traceback is logged at debug level (``-vv``)."""
+    text = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+    print(f"spa: error: internal error ({what}); nothing was written. This is a bug in SPA: please "
+          "report it with the output of -vv, which shows the traceback", file=sys.stderr)
+    if quiet < 2:
+        print(f"FAILED | {time.perf_counter() - start:.2f} s | {cmd}", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -126,6 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `spa groups model.onnx | head`: the reader left, nothing to report
         sys.stdout = None  # type: ignore[assignment]  # silence the flush at exit
         return EXIT_OK
+    except MemoryError:
+        return _fail(SpaError("out of memory; the model, or a size in it, is too large for this machine; "
+                              "nothing was written"), args.quiet, start, cmd)
+    except Exception as exc:  # noqa: BLE001 - an internal error: one line, the traceback behind -vv
+        log.debug("internal error", exc_info=True)
+        return _internal(exc, args.quiet, start, cmd)
     if args.quiet < 1:
         print(f"PASSED | {time.perf_counter() - start:.2f} s | {cmd}")
     return code

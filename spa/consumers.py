@@ -145,5 +145,7 @@ def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group:
         _attach_add_bias(c, ctx)
         return c
     if c is not None and bias is not None:
+        if np.size(ctx.constant_value(bias)) not in (1, c.matrix_rows(ctx)):
+            return None  # a bias that does not fit the layer (a malformed model): onnxruntime refuses it too
         c.own_bias = bias in ctx.initializers and len(ctx.consumers.get(bias, ())) == 1
     return c

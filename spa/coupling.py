@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 
 from spa.graph import ModelContext, Space, node_label
-from spa.rules import Block, Coupling, rule_for
+from spa.rules import Block, Coupling, Rule, rule_for
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ class CouplingGraph:
         return new
 
 
+def creates_channels(ctx: ModelContext) -> bool:
+    """Whether any node of the main graph has a rule that can create channels (a Conv, a Gemm, a
+    MatMul...). Without one, no group can form, whatever the shapes: the model has nothing to prune."""
+    for node in ctx.model.graph.node:
+        rule = rule_for(node)
+        if rule is not None and type(rule).seeds is not Rule.seeds:
+            return True
+    return False
+
+
 def build_coupling(ctx: ModelContext, progress: Progress | None = None) -> CouplingGraph:
     """Explore every channel space reachable from a channel-creating node."""
     cg = CouplingGraph()
@@ -85,6 +95,8 @@ def _visit(ctx: ModelContext, cg: CouplingGraph, space: Space) -> list[Space]:
     if ctx.dim(tensor, axis) is None:
         cg.blocks.append(Block(space, f"size of '{tensor}' axis {axis} is unknown"))
         return new
+    for node in ctx.subgraph_readers.get(tensor, ()):
+        cg.blocks.append(Block(space, f"read inside a subgraph of {node_label(node)}, which SPA cannot rewrite"))
     for node in ctx.touching(tensor):
         rule = rule_for(node)
         if rule is None:

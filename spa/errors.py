@@ -24,6 +24,11 @@ class UnsupportedModelError(SpaError):
     """The model is valid ONNX but outside what SPA handles (e.g. opset < 11)."""
 
 
+class OriginalRunError(UnsupportedModelError):
+    """The input model itself does not run in onnxruntime on the inputs SPA generated: what fails
+    is the model on those inputs, not SPA's rewrite."""
+
+
 class PlanError(SpaError):
     """A plan file is malformed or does not match the model it is applied to."""
 

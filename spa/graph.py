@@ -81,6 +81,9 @@ class ModelContext:
     #: Tensors whose dynamic axis 0 is the batch times a fixed number (Swin's ``B·windows``):
     #: that number, seen in the probe runs (:func:`spa.shapes.complete_with_runtime`); MACs use it.
     batch_multiples: dict[str, int] = field(default_factory=dict)
+    #: Outer-scope tensors read inside a node's subgraphs (If, Loop, Scan) -> those nodes. They
+    #: are not ``consumers``: no coupling rule sees inside a subgraph, so such a read blocks.
+    subgraph_readers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
     _arrays: dict[str, np.ndarray] = field(default_factory=dict)
     _const_memo: dict[str, bool] = field(default_factory=dict)
     _folded: dict[str, np.ndarray | None] = field(default_factory=dict)
@@ -105,6 +108,8 @@ class ModelContext:
             for i in node.input:
                 if i:
                     ctx.consumers[i].append(node)
+            for name in dict.fromkeys(subgraph_reads(node)):
+                ctx.subgraph_readers.setdefault(name, []).append(node)
             if node.op_type == "Constant" and node.output and _constant_tensor(node) is not None:
                 ctx.constant_nodes[node.output[0]] = node
         ctx.graph_inputs = [i.name for i in g.input if i.name not in ctx.initializers]
@@ -310,6 +315,21 @@ class ModelContext:
         if name in self.producer:
             nodes.insert(0, self.producer[name])
         return nodes
+
+
+def subgraph_reads(node: onnx.NodeProto) -> list[str]:
+    """Outer-scope names read inside ``node``'s subgraphs (nested ones included), in order."""
+    out: list[str] = []
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            inner = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                for i in [*n.input, *subgraph_reads(n)]:
+                    if i and i not in inner:
+                        out.append(i)
+                inner.update(o for o in n.output if o)
+    return out
 
 
 def _name_nodes(graph: onnx.GraphProto) -> None:

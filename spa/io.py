@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -94,12 +95,113 @@ def check_is_model(model: onnx.ModelProto, where: str = "model") -> None:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{where}: model fails onnx.checker: {first}") from None
+    except UnicodeDecodeError as exc:  # protobuf's Python side reads any bytes; the checker wants UTF-8 names
+        raise ModelLoadError(f"{where}: not a valid ONNX file (a name or string is not valid UTF-8: {exc.reason} "
+                             f"at byte {exc.start})") from None
+    if not model.graph.output:
+        raise ModelLoadError(f"{where}: the graph has no outputs, so it computes nothing")
     opset = default_opset(model)
+    if opset == 0:
+        raise UnsupportedModelError(f"{where}: the model imports no default ONNX opset (domain ''); SPA prunes "
+                                    "models of the default domain, opset 11 or newer")
     if opset < MIN_OPSET:
         raise UnsupportedModelError(
             f"{where}: opset {opset} is older than {MIN_OPSET}; upgrade it first with "
             "onnx.version_converter.convert_version(model, 13)"
         )
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UnsupportedModelError(f"{where}: opset {opset} is newer than the newest this onnx {onnx.__version__} "
+                                    f"knows ({newest}); convert the model to opset {newest} or older")
+    check_sizes(model, where)
+
+
+#: The largest dimension SPA accepts: onnxruntime's kernels index most axes with 32-bit sizes, and
+#: a larger one only ever comes from a damaged file (it would exhaust memory long before).
+MAX_DIM = (1 << 31) - 1
+#: The most elements a graph input may have (16 GiB of float32): SPA feeds every input to onnxruntime.
+MAX_INPUT_ELEMENTS = 1 << 32
+
+
+def _dim_text(d: int) -> str:
+    return f"{d} (2^{d.bit_length() - 1})" if d > 0 and d & (d - 1) == 0 else str(d)
+
+
+def check_sizes(model: onnx.ModelProto, where: str = "model") -> None:
+    """Refuse (:class:`ModelLoadError`) negative or huge dimensions (over :data:`MAX_DIM`) in the
+    main graph's initializers, Constant nodes, inputs, outputs and value_info, and initializers
+    whose stored data does not hold what their dims say (raw data too short or too long, a
+    missing value). Tensors whose data is external and not loaded are checked by their dims only."""
+    g = model.graph
+    tensors = [(t, f"initializer '{t.name}'") for t in g.initializer]
+    tensors += [(a.t, f"Constant '{n.output[0] if n.output else n.name}'") for n in g.node
+                if n.op_type == "Constant" for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    for t, what in tensors:
+        _check_dims([int(d) for d in t.dims], what, where)
+        problem = _data_problem(t)
+        if problem:
+            raise ModelLoadError(f"{where}: {what} {problem}; the file is damaged or was written wrongly")
+    inputs = {i.name for i in g.input}
+    for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            dims = [int(d.dim_value) for d in vi.type.tensor_type.shape.dim if d.HasField("dim_value")]
+            _check_dims(dims, f"tensor '{vi.name}'", where)
+            n = math.prod(dims)
+            if vi.name in inputs and n > MAX_INPUT_ELEMENTS:
+                raise ModelLoadError(f"{where}: input '{vi.name}' of shape {dims} has {n} elements, too many to run "
+                                     f"(at most {MAX_INPUT_ELEMENTS})")
+
+
+def _check_dims(dims: list[int], what: str, where: str) -> None:
+    for d in dims:
+        if d < 0:
+            raise ModelLoadError(f"{where}: {what} has a negative dimension {d} (shape {dims})")
+        if d > MAX_DIM:
+            raise ModelLoadError(f"{where}: {what}: dimension {_dim_text(d)} is too large (shape {dims}; "
+                                 f"at most {MAX_DIM} per axis)")
+
+
+#: Typed data fields of a TensorProto by element type, with how many values each element takes.
+_TYPED_FIELDS = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.DOUBLE: ("double_data", 1),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.INT32: ("int32_data", 1),
+    onnx.TensorProto.INT16: ("int32_data", 1), onnx.TensorProto.INT8: ("int32_data", 1),
+    onnx.TensorProto.UINT16: ("int32_data", 1), onnx.TensorProto.UINT8: ("int32_data", 1),
+    onnx.TensorProto.BOOL: ("int32_data", 1), onnx.TensorProto.FLOAT16: ("int32_data", 1),
+    onnx.TensorProto.BFLOAT16: ("int32_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.COMPLEX128: ("double_data", 2), onnx.TensorProto.STRING: ("string_data", 1),
+}
+
+
+def _data_problem(t: onnx.TensorProto) -> str:
+    """What is wrong with the data ``t`` stores for its dims and type ("" when nothing is, or
+    when it cannot tell: external data, element types packed below a byte)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return ""
+    n = _elements(t)
+    if t.HasField("raw_data"):
+        try:
+            size = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            return ""
+        if t.data_type in _SUB_BYTE or t.data_type == onnx.TensorProto.STRING:
+            return ""
+        if len(t.raw_data) != n * size:
+            return (f"holds {len(t.raw_data)} bytes of data, but its shape {list(t.dims)} and type "
+                    f"{onnx.TensorProto.DataType.Name(t.data_type)} need {n * size}")
+        return ""
+    field, per = _TYPED_FIELDS.get(t.data_type, ("", 0))
+    if not field:
+        return ""
+    count = len(getattr(t, field))
+    if count != n * per:
+        return f"holds {count} values, but its shape {list(t.dims)} needs {n}"
+    return ""
+
+
+_SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+             if hasattr(onnx.TensorProto, n)}
 
 
 def default_output_path(input_path: str | os.PathLike[str]) -> Path:

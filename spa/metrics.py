@@ -47,8 +47,8 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     """MACs of one node (0 for ops not counted or shapes unknown)."""
     op = node.op_type
     if op in ("Conv", "ConvTranspose"):
-        w = ctx.shape(node.input[1])
-        if w is None or any(d is None for d in w):
+        w = ctx.shape(node.input[1]) if len(node.input) > 1 else None
+        if w is None or len(w) < 3 or any(d is None for d in w):  # (M, C/g, k...); anything else is no Conv weight
             return 0
         kernel = int(np.prod(w[2:], dtype=np.int64))
         if op == "Conv":

@@ -5,6 +5,9 @@ Exporters store the same thing in different ways. Each step here rewrites one of
 the form the coupling rules, criteria and rewrite passes expect, without changing what the model
 computes. The caller's model is never touched: :func:`normalize` runs on the working copy.
 
+0. In a model with nodes no graph output depends on, those nodes and the initializers nothing reads
+   any more are removed (``CleanupPass``): the pruned model would drop them anyway, and slicing
+   them is pointless.
 1. Float weights held in ``Constant`` nodes become initializers (``LiftConstantsPass``), and so do
    weights the model computes from other weights (weight standardisation, a bias with a zeroed
    slice: ``FoldWeightComputationsPass``; :func:`spa.verify.mask_model` folds them alike).
@@ -38,12 +41,16 @@ class _Grouped(Protocol):
 
 
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Rewrite ``model`` in place (steps 1 and 2 of the module docstring) and return it. Deterministic."""
+    """Rewrite ``model`` in place (steps 0 to 2 of the module docstring) and return it. Deterministic."""
+    from spa.passes.cleanup import CleanupPass, dead_nodes
     from spa.passes.fold_identity_gather import FoldIdentityGatherPass
     from spa.passes.fold_weight_computations import FoldWeightComputationsPass
     from spa.passes.lift_constants import LiftConstantsPass
     from spa.passes.untie_parameters import UntieParametersPass
 
+    if dead_nodes(model.graph):  # nothing reads them, so nothing should slice them
+        CleanupPass()(model)
+        log.info("removed nodes and initializers no output depends on")
     if LiftConstantsPass()(model).modified:
         log.debug("lifted float Constant nodes into initializers")
     if FoldWeightComputationsPass()(model).modified:  # weight standardisation, a bias with a zeroed slice
@@ -84,7 +91,9 @@ def retie_uses(model: onnx.ModelProto, groups: Sequence[_Grouped]) -> bool:
     where: dict[Space, tuple[int, bytes]] = {}
     for g in groups:
         for space in g.members:
-            where[space] = (g.id, np.asarray(g.unit_of[space]).tobytes())
+            units = g.unit_of.get(space)  # absent where the size is unknown (a dynamic axis)
+            # A space of unknown size cannot be shown to be sliced alike: it stays in a place of its own.
+            where[space] = (g.id, np.asarray(units).tobytes() if units is not None else repr(space).encode())
     changed = False
     for source, views in _use_views(model).items():
         rank = len(next(t.dims for t in model.graph.initializer if t.name == source))

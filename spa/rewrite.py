@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from spa.errors import RewriteError, SpaError
+from spa.errors import OriginalRunError, RewriteError, SpaError
 from spa.graph import ModelContext, Space
 from spa.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
 from spa.passes import (
@@ -98,30 +98,38 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
     from spa.runtime import make_session, random_inputs, run
 
     data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
-    _check_structure(data, pruned, original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), pruned)
+    run_original = _original_run(original, pruned, device)
+    _check_structure(data, pruned, original, run_original)
+    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), pruned, run_original)
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
 
 
 def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
-                     original: onnx.ModelProto | str | None) -> None:
+                     original: onnx.ModelProto | str | None,
+                     run_original: Callable[[], object] | None = None) -> None:
     """The full checker on ``checked`` (the pruned model, serialized or weightless). When the
-    input model itself fails the full check, only the structure of ``checked`` is checked."""
+    input model itself fails the full check, only the structure of ``checked`` is checked. When
+    it passes but does not run in onnxruntime (``run_original`` raises: the checker cannot see a
+    computed shape that onnxruntime refuses), that is reported instead of a bug in SPA."""
     try:
         onnx.checker.check_model(checked, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         if original is None or _passes_full_check(original):
+            if run_original is not None:
+                _raise_if_original_fails(run_original)
             raise RewriteError(f"the pruned model fails onnx.checker ({_first_line(exc)}); {_BUG}") from None
         log.warning("the input model itself fails the full onnx check; checked structure only")
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto) -> None:
+def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto,
+                run_original: Callable[[], object] | None = None) -> None:
     """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it fails on
     synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs are to blame, not the
-    rewrite: the error asks for real ones."""
+    rewrite: the error asks for real ones. When ``run_original`` (the same run of the input model)
+    fails too, the input model cannot run on these inputs: :class:`OriginalRunError`, not a bug in SPA."""
     try:
         run_once()
     except SpaError:
@@ -129,7 +137,66 @@ def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto) -> None
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
         if supplied() is None and is_runtime_error(exc) and derive_domains(pruned).underived():
             raise synthesis_error(pruned, exc) from None
+        if run_original is not None:
+            _raise_if_original_fails(run_original)
         raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
+
+
+def _raise_if_original_fails(run_original: Callable[[], object]) -> None:
+    """Raise :class:`OriginalRunError` when ``run_original`` (an onnxruntime run of the input
+    model on SPA's synthetic inputs) fails."""
+    try:
+        run_original()
+    except SpaError:
+        raise
+    except _LoadFailure as exc:
+        raise OriginalRunError(
+            f"the input model itself does not load in onnxruntime ({_first_line(exc.cause)}); this is not a bug "
+            "in SPA: the model is invalid or needs a newer onnxruntime; nothing was written") from None
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        raise OriginalRunError(
+            f"the input model itself does not run in onnxruntime on {_inputs_named()} ({_first_line(exc)}); "
+            "this is not a bug in SPA: pass representative inputs with --inputs DATA.npz; nothing was written"
+        ) from None
+
+
+def _inputs_named() -> str:
+    """What the onnxruntime runs of the checks were fed, for messages."""
+    return "SPA's synthetic inputs" if supplied() is None else "the --inputs data"
+
+
+class _LoadFailure(Exception):
+    """onnxruntime could not create a session of the input model (``cause``)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProto,
+                  device: str) -> Callable[[], object] | None:
+    """The onnxruntime run :func:`check_valid` makes of the pruned model, made of ``original``
+    (same inputs: pruning keeps the interface); None without an original."""
+    if original is None:
+        return None
+    from spa.metrics import serialized_size
+    from spa.runtime import make_session, random_inputs, run
+    from spa.shapes import ShapeProbe
+
+    def run_original() -> object:
+        feeds = random_inputs(pruned, seed=0)
+        try:
+            if isinstance(original, onnx.ModelProto) and serialized_size(original) > LARGE_MODEL_BYTES:
+                session: object = ShapeProbe(original, [], device)
+            else:
+                session = make_session(original, device)
+        except SpaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+            raise _LoadFailure(exc) from None
+        return run(session, feeds)
+
+    return run_original
 
 
 def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
@@ -141,8 +208,10 @@ def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None
     from spa.runtime import random_inputs, run
     from spa.shapes import ShapeProbe, weightless
 
-    _check_structure(weightless(pruned), pruned, original)
-    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)), pruned)  # type: ignore[arg-type]
+    run_original = _original_run(original, pruned, device)
+    _check_structure(weightless(pruned), pruned, original, run_original)
+    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)),  # type: ignore[arg-type]
+                pruned, run_original)
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

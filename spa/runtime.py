@@ -58,6 +58,16 @@ def _ort() -> Any:
 DEVICES = ("cpu", "cuda", "auto")
 
 
+def runtime_errors() -> tuple[type[BaseException], ...]:
+    """The exception types onnxruntime raises when it cannot load or run a model: RuntimeError
+    and its own status types (``Fail``, ``InvalidArgument``, ``NotImplemented``...), which do not
+    derive from RuntimeError."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    found = [c for c in vars(state).values() if isinstance(c, type) and issubclass(c, Exception)]
+    return (RuntimeError, *found)
+
+
 def resolve_device(device: str) -> str:
     """``device`` itself for "cpu" and "cuda"; for "auto", "cuda" when onnxruntime has a CUDA
     provider that really runs a model here (a build with the provider but no GPU or no CUDA

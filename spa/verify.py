@@ -25,6 +25,7 @@ from spa.inputs import supplied
 from spa.normalize import untie_for_plan
 from spa.passes import MaterializeViewsPass, PassError
 from spa.passes.fold_weight_computations import FoldWeightComputationsPass
+from spa.passes.lift_constants import LiftConstantsPass
 from spa.passes.materialize_views import identity_views, views_to_materialize
 from spa.passes.slice_initializers import stored_tensors
 from spa.plan import Plan
@@ -75,7 +76,10 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     """A copy of ``model`` with every index the plan removes set to zero."""
     masked = onnx.ModelProto()
     masked.CopyFrom(model)
-    FoldWeightComputationsPass()(masked)  # as spa.normalize did: the plan may slice a computed weight
+    # As spa.normalize did, in its order: float Constant weights lifted first, so that a weight
+    # computed from them (a Where of a Constant weight) is folded and can be named by the plan.
+    LiftConstantsPass()(masked)
+    FoldWeightComputationsPass()(masked)  # the plan may slice a computed weight
     untie_for_plan(masked, (s.initializer for s in plan.slices))  # per-use tensors of a shared parameter
     names = views_to_materialize(identity_views(masked), (s.initializer for s in plan.slices))
     try:

@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from spa.consumers import Consumer
-from spa.graph import ModelContext, attr
+from spa.graph import ModelContext, attr, subgraph_reads
 from spa.runtime import make_session
 
 log = logging.getLogger(__name__)
@@ -67,23 +67,8 @@ class PrunedWorld:
     biases: dict[str, np.ndarray]
 
 
-def _subgraph_reads(node: onnx.NodeProto) -> list[str]:
-    """Outer-scope names read inside ``node``'s subgraphs."""
-    out: list[str] = []
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for g in graphs:
-            inner = {i.name for i in g.input} | {t.name for t in g.initializer}
-            for n in g.node:
-                for i in [*n.input, *_subgraph_reads(n)]:
-                    if i and i not in inner:
-                        out.append(i)
-                inner.update(o for o in n.output if o)
-    return out
-
-
 def reads(node: onnx.NodeProto) -> list[str]:
-    return [i for i in node.input if i] + _subgraph_reads(node)
+    return [i for i in node.input if i] + subgraph_reads(node)
 
 
 def twin_supported(ctx: ModelContext) -> bool:

@@ -367,6 +367,114 @@ def test_nothing_to_prune(run_spa: Callable[..., Any], tmp_path: Path) -> None:
     assert res.returncode == 0 and "0 prunable" in res.stdout and "model output 'y'" in res.stdout
 
 
+def _model(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+           inits: list[onnx.TensorProto], opset: int = 13) -> onnx.ModelProto:
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits),
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def _weights(**shapes: tuple[int, ...]) -> list[onnx.TensorProto]:
+    rng = np.random.default_rng(0)
+    return [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in shapes.items()]
+
+
+def vad_like() -> onnx.ModelProto:
+    """The shape of a voice-activity model (silero-vad): all its work in the branches of an ``If``
+    on a bool input, reading outer weights; each branch reflect-pads the audio, which onnxruntime
+    refuses on SPA's one-sample synthetic input (a dynamic length is fed as 1)."""
+    def branch(name: str, pad: int) -> onnx.GraphProto:
+        pads = numpy_helper.from_array(np.array([0, pad, 0, pad], np.int64), f"{name}_pads")
+        return helper.make_graph(
+            [helper.make_node("Pad", ["x", f"{name}_pads"], [f"{name}_p"], mode="reflect"),
+             helper.make_node("Unsqueeze", [f"{name}_p", "axes"], [f"{name}_u"]),
+             helper.make_node("Conv", [f"{name}_u", "W"], [f"{name}_c"]),
+             helper.make_node("ReduceMean", [f"{name}_c"], [f"{name}_m"], axes=[2], keepdims=0),
+             helper.make_node("MatMul", [f"{name}_m", "V"], [f"{name}_y"])],
+            name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 1])], [pads])
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    return _model([helper.make_node("If", ["cond"], ["y"], then_branch=branch("a", 4), else_branch=branch("b", 2))],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "samples"]),
+                   helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                  [*_weights(W=(8, 1, 3), V=(8, 1)), axes])
+
+
+def conv_into_if(second_path: bool = False) -> onnx.ModelProto:
+    """A Conv in the main graph whose output is read only inside the branches of an ``If``: its
+    channels cannot be pruned (no rule sees the branch's Conv), so it is blocked. With
+    ``second_path``, a prunable Conv -> Relu -> Conv chain to a second output, and a one-element
+    ``[1]`` condition."""
+    def branch(name: str, w: str) -> onnx.GraphProto:
+        return helper.make_graph([helper.make_node("Conv", ["r", w], [f"{name}_y"])], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4, 6, 6])])
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("t", "W2"), else_branch=branch("e", "W3"))]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])]
+    weights = {"W1": (8, 3, 1, 1), "W2": (4, 8, 3, 3), "W3": (4, 8, 3, 3)}
+    if second_path:
+        nodes += [helper.make_node("Conv", ["x", "W4"], ["b"]), helper.make_node("Relu", ["b"], ["rb"]),
+                  helper.make_node("Conv", ["rb", "W5"], ["z"])]
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2, 8, 8]))
+        weights.update(W4=(8, 3, 1, 1), W5=(2, 8, 1, 1))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+                          helper.make_tensor_value_info("cond", TensorProto.BOOL, [1] if second_path else [])],
+                  outputs, _weights(**weights))
+
+
+def shared_weight_unknown_size() -> onnx.ModelProto:
+    """A weight shared by two Convs whose input shape is data-dependent (a Reshape to a shape
+    input): the Conv outputs' channel counts are unknown. ``retie_uses`` raised KeyError on the
+    unknown-size spaces (seen in silero-vad's op15 and half exports)."""
+    return _model([helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Conv", ["r", "W"], ["y1"]),
+                   helper.make_node("Conv", ["r", "W"], ["y2"]), helper.make_node("Add", ["y1", "y2"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 48]),
+                   helper.make_tensor_value_info("s", TensorProto.INT64, [4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])],
+                  _weights(W=(4, 3, 3, 3)))
+
+
+NOTHING_TO_PRUNE = {"vad_like": vad_like, "conv_into_if": conv_into_if,
+                    "shared_weight_unknown_size": shared_weight_unknown_size}
+
+
+@pytest.mark.parametrize("kind", list(NOTHING_TO_PRUNE))
+def test_nothing_to_prune_is_decided_before_anything_runs(run_spa: Callable[..., Any], kind: str,
+                                                          tmp_path: Path) -> None:
+    # These used to end in exit 1 'the pruned model does not run in onnxruntime ... This is a bug in
+    # SPA' (vad_like, conv_into_if) or a KeyError traceback (shared_weight_unknown_size).
+    src = _save(NOTHING_TO_PRUNE[kind](), tmp_path / "m.onnx")
+    snap = Snapshot(tmp_path, [src])
+    res = run_spa("groups", "m.onnx", cwd=tmp_path)
+    assert res.returncode == 0 and "0 prunable" in res.stdout and not res.stderr, (res.stdout, res.stderr)
+    if kind == "conv_into_if":
+        assert "read inside a subgraph of If" in res.stdout
+    res = run_spa("prune", "m.onnx", "--plan", "plan.json", "--report", "report.json", "-v", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "nothing to prune in m.onnx" in res.stdout and "no output written" in res.stdout
+    assert "nothing was scored, rewritten or run" in res.stderr  # obspa and onnxruntime never ran
+    assert "Traceback" not in res.stderr and "bug in SPA" not in res.stderr
+    snap.assert_unchanged()
+
+
+def test_channels_read_inside_if_are_blocked(run_spa: Callable[..., Any], tmp_path: Path) -> None:
+    # The If's branches read 'r' from the outer scope: pruning W1 used to leave the branches' Conv
+    # weights unsliced ('the pruned model fails onnx.checker ... If ... This is a bug in SPA').
+    src = _save(conv_into_if(second_path=True), tmp_path / "m.onnx")
+    res = run_spa("groups", "m.onnx", "-v", cwd=tmp_path)
+    assert res.returncode == 0 and "1 prunable" in res.stdout, res.stdout
+    assert "read inside a subgraph of If" in res.stdout and "W4[0]" in res.stdout
+    res = run_spa("prune", "m.onnx", "--criterion", "l1", "--ratio", "0.5", "--verify", "-o", "out.onnx",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    pruned = onnx.load(str(tmp_path / "out.onnx"))
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["W1"] == [8, 3, 1, 1] and dims["W2"] == [4, 8, 3, 3] and dims["W4"] == [4, 3, 1, 1]
+    assert src.read_bytes() == _save(conv_into_if(second_path=True), tmp_path / "again.onnx").read_bytes()
+
+
 # ---- plans ---------------------------------------------------------------------------------
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 from modelkit import assert_masked_equivalent
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import spa
 from spa.errors import PlanError
@@ -101,3 +103,42 @@ def test_malformed_plan_files(tmp_path: Path, payload: str, match: str) -> None:
     p.write_text(payload)
     with pytest.raises(PlanError, match=match):
         Plan.load(p)
+
+
+def _shared_computed_bias() -> onnx.ModelProto:
+    """T5's pattern (TorchScript export): a bias computed from float Constant nodes (a Where),
+    added after two different layers. SPA folds it into a weight and unties its two uses
+    (``Where_output_0__spa_use0`` and ``...use1``), which the plan names."""
+    rng = np.random.default_rng(0)
+    const = [helper.make_node("Constant", [], [n], value=numpy_helper.from_array(v, f"{n}_value")) for n, v in (
+        ("B", rng.standard_normal(16).astype(np.float32)), ("M", rng.random(16) < 0.9),
+        ("Z", np.zeros((), np.float32)))]
+    nodes = [*const, helper.make_node("Where", ["M", "B", "Z"], ["Where_output_0"])]
+    for k in (1, 2):
+        nodes += [helper.make_node("MatMul", [f"x{k}", f"W{k}"], [f"a{k}"]),
+                  helper.make_node("Add", [f"a{k}", "Where_output_0"], [f"b{k}"]),
+                  helper.make_node("Relu", [f"b{k}"], [f"r{k}"]), helper.make_node("MatMul", [f"r{k}", f"V{k}"], [f"y{k}"])]
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W1", (8, 16)), ("W2", (8, 16)), ("V1", (16, 4)), ("V2", (16, 4)))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [2, 8]) for k in (1, 2)],
+                          [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [2, 4]) for k in (1, 2)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def test_plan_naming_a_view_of_a_computed_weight_replays_and_verifies(run_spa: Any, tmp_path: Path) -> None:
+    # `spa verify` used to reject SPA's own plan: "plan names 'Where_output_0__spa_use0', which is
+    # not a stored tensor of the original model" (its masking folded before lifting the Constants).
+    onnx.save(_shared_computed_bias(), str(tmp_path / "m.onnx"))
+    res = run_spa("prune", "m.onnx", "--criterion", "l1", "--round-to", "1", "--plan", "p.json", "-o", "s.onnx",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    named = {s["initializer"] for s in json.loads((tmp_path / "p.json").read_text())["slices"]}
+    assert {"Where_output_0__spa_use0", "Where_output_0__spa_use1"} <= named
+    res = run_spa("verify", "m.onnx", "s.onnx", "--plan", "p.json", cwd=tmp_path)
+    assert res.returncode == 0 and "PASSED" in res.stdout, res.stderr
+    res = run_spa("prune", "m.onnx", "--from-plan", "p.json", "-o", "again.onnx", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert onnx.load(str(tmp_path / "again.onnx")) == onnx.load(str(tmp_path / "s.onnx"))

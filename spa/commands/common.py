@@ -16,7 +16,7 @@ from spa.runtime import DEVICES
 
 log = logging.getLogger("spa")
 
-EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY, EXIT_GATE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_VERIFY, EXIT_GATE, EXIT_INTERNAL = 0, 1, 2, 3, 4, 5
 __all__ = ["DEVICES"]  # re-exported for the subcommands' --device
 
 

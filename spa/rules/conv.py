@@ -49,6 +49,10 @@ class _ConvBase(Rule):
         g = int(attr(node, "group", 1))  # type: ignore[arg-type]
         if not ctx.is_constant(w):
             return c.block(space, f"{node_label(node)} weight '{w}' is not a constant")
+        rw, rx = ctx.rank(w), ctx.rank(x)
+        if rw is None or rw < 3 or (rx is not None and rx != rw):
+            return c.block(space, f"{node_label(node)} weight '{w}' has rank {rw}, not a kernel's (M, C, k...) of "
+                                  f"its input's rank {rx}")
         ins, outs = self._spaces(node, g)
         if space not in ins and space not in outs:
             return c.block(
