@@ -67,3 +67,16 @@ def test_grn_channels_prune_only_with_prune_norm_axes(grn_exports: dict[str, Pat
     assert {t.name: list(t.dims) for t in pruned.graph.initializer}["fc1.bias"] == [24]
     v = report.verification
     assert v is not None and v["mode"] == "drift" and all(np.isfinite(o["max_abs"]) for o in v["outputs"])
+
+
+def test_nothing_to_prune_points_at_prune_norm_axes(grn_exports: dict[str, Path], run_spa, tmp_path: Path) -> None:
+    """A model whose every group a normalisation blocks (ConvNeXt V2 has LayerNorms and GRNs only)
+    says which flag would prune it."""
+    import shutil
+
+    src = tmp_path / "block.onnx"
+    shutil.copy(grn_exports["ts"], src)
+    # --exclude leaves out the stem's channels, the one group no normalisation spans
+    code, out, err = run_spa("prune", src, "--ratio", "0.4", "--criterion", "l1", "--exclude", "stem*")
+    assert code == 0, err
+    assert "nothing to prune" in out + err and "--prune-norm-axes prunes them" in out + err

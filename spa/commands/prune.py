@@ -78,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     nothing = result.report.groups_prunable == 0
     nothing_msg = (f"nothing to prune in {args.model}: every group is blocked or has one channel "
                    "(run `spa groups` to see why); no output written")
+    by_norm = sum("--prune-norm-axes" in b.reason for b in result.report.blocked)
+    if nothing and by_norm and not args.prune_norm_axes:
+        nothing_msg += (f"; {by_norm} group{'s are' if by_norm > 1 else ' is'} blocked by a normalisation over "
+                        "the channels: --prune-norm-axes prunes them (approximately; the drift is reported)")
     if nothing and not spec.any():
         emit(args, nothing_msg)
         return EXIT_OK
