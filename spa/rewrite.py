@@ -26,6 +26,7 @@ from spa.passes import (
 )
 from spa.passes.materialize_views import views_to_materialize
 from spa.plan import Plan
+from spa.sizes import CheckedSizes, InputSizes
 
 log = logging.getLogger(__name__)
 
@@ -80,25 +81,46 @@ def _downstream(ctx: ModelContext, tensors: set[str]) -> set[str]:
 LARGE_MODEL_BYTES = 256 << 20
 
 
-def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu") -> None:
-    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime.
+def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu",
+                sizes: CheckedSizes | None = None) -> None:
+    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime at
+    every size of ``sizes`` (:func:`spa.sizes.resolve`: the typical sizes and a second set in which
+    every dynamic axis differs), giving there the output shapes the original gives. Without
+    ``sizes``, one run at :func:`~spa.runtime.random_inputs`' default sizes.
 
     ``original`` (a model, a path, or None when it is no longer at hand) is only consulted when
     the pruned model fails the checker: if the original fails it too, only the structure is
     checked. Serializing a model for the checker and onnxruntime copies its weights two or three
-    times; models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead (see
-    :func:`_check_large`).
+    times; models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead (their
+    large weights fed as zeros, see :class:`~spa.shapes.ShapeProbe`).
     """
     from spa.metrics import serialized_size
+    from spa.runtime import make_session, random_inputs, run
+    from spa.shapes import ShapeProbe, weightless
 
     if serialized_size(pruned) > LARGE_MODEL_BYTES:
-        _check_large(pruned, original, device)
+        _check_structure(weightless(pruned), pruned, original)
+        session = ShapeProbe(pruned, [], device, quiet=True)
+    else:
+        data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
+        _check_structure(data, pruned, original)
+        session = make_session(data, device, quiet=True)
+    if sizes is None:
+        _check_runs(lambda: run(session, random_inputs(pruned, seed=0)), "")
         return
-    from spa.runtime import make_session, random_inputs, run
+    for shapes, expected in zip(sizes.sizes.checks, sizes.outputs):
+        where = _where(sizes.sizes, shapes)
+        got = _check_runs(lambda: run(session, random_inputs(pruned, seed=0, shapes=shapes)), where)
+        for name, shape in expected.items():
+            if name in got and tuple(got[name].shape) != shape:
+                raise RewriteError(f"the pruned model gives output '{name}' of shape {list(got[name].shape)} "
+                                   f"{where}, where the original gives {list(shape)}; {_BUG}")
 
-    data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
-    _check_structure(data, pruned, original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)))
+
+def _where(sizes: InputSizes, shapes: dict[str, list[int]]) -> str:
+    """``at input 'x' axis 3 = 40 (x:2x3x48x40)``: the run's sizes, naming the axes that differ from typical."""
+    axes = sizes.differing(shapes)
+    return f"at {axes} ({sizes.describe(shapes)})" if axes else f"at the typical sizes {sizes.describe(shapes)}"
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -117,27 +139,15 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object]) -> None:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise."""
+def _check_runs(run_once: Callable[[], dict[str, np.ndarray]], where: str) -> dict[str, np.ndarray]:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise; ``where`` names its sizes."""
     try:
-        run_once()
+        return run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
-        raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
-
-
-def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
-    """:func:`check_valid` without a copy of the weights: the checker and onnxruntime see the
-    model with its large float weights as typed inputs (fed zeros in onnxruntime, see
-    :class:`~spa.shapes.ShapeProbe`). What this leaves out, the per-tensor checks of those
-    weights' data, holds by construction (they are the input's tensors, or numpy slices of them)
-    and is checked again on the file when :func:`spa.io.save_model` writes it."""
-    from spa.runtime import random_inputs, run
-    from spa.shapes import ShapeProbe, weightless
-
-    _check_structure(weightless(pruned), pruned, original)
-    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)))  # type: ignore[arg-type]
+        at = f" {where}, where the original runs" if where else ""
+        raise RewriteError(f"the pruned model does not run in onnxruntime{at} ({_first_line(exc)}); {_BUG}") from None
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

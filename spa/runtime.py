@@ -109,13 +109,14 @@ def providers_for(device: str) -> list[str]:
 
 
 def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0,
-                 basic: bool = False) -> Any:
+                 basic: bool = False, quiet: bool = False) -> Any:
     """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose) from a model,
     a path, or serialized bytes. ``basic`` keeps onnxruntime to its basic graph optimisations
-    (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`)."""
+    (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`); ``quiet``
+    keeps onnxruntime from logging a failed run (for runs whose failure SPA reports itself)."""
     ort = _ort()
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4 if quiet else 3
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:

@@ -2,7 +2,7 @@
 
 Static inference cannot see through some exporter patterns (a Pad whose pads are computed
 from the input's rank, a Resize whose sizes come from a Shape chain). For those tensors SPA
-runs the model twice in onnxruntime (batch 1 then 2; other dynamic sizes 2 then 3), reading the
+runs the model twice in onnxruntime (at the two sets of sizes of :mod:`spa.sizes`), reading the
 holes as extra outputs: a size that is the same in both runs is static, one that differs stays
 unknown.
 """
@@ -10,7 +10,7 @@ unknown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,14 +70,14 @@ class ShapeProbe:
     its arithmetic at tiny input sizes. ``run`` takes the same feeds as a session of ``model``.
     """
 
-    def __init__(self, model: onnx.ModelProto, tensors: list[str], device: str = "cpu") -> None:
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], device: str = "cpu", quiet: bool = False) -> None:
         light = weightless(model, keep=lambda t: t.data_type not in _ZERO_FED)
         existing = {o.name for o in light.graph.output}
         light.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
         # Basic optimisations only: onnxruntime 1.31's full level (its NCHWc layout transformer)
         # drops a requested Conv output when the Conv's weight is fed as an input and an Add
         # follows (timm coatnet_nano_rw_224, dynamo export, after pruning).
-        self.session = make_session(light, device, basic=True)
+        self.session = make_session(light, device, basic=True, quiet=quiet)
         stored = {t.name: t for t in model.graph.initializer}
         self.zeros = {i.name: np.zeros([int(d) for d in stored[i.name].dims], _ZERO_FED[stored[i.name].data_type])
                       for i in self.session.get_inputs() if i.name in stored}
@@ -169,8 +169,13 @@ def _counted_outputs(ctx: ModelContext) -> list[str]:
     return out
 
 
-def complete_with_runtime(ctx: ModelContext) -> int:
+def complete_with_runtime(ctx: ModelContext, probes: Sequence[dict[str, list[int]]] | None = None) -> int:
     """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled.
+
+    ``probes`` gives the input shapes of the two runs (:class:`spa.sizes.InputSizes`: typical,
+    then second, every dynamic size different and valid for the model); default
+    :data:`PROBE_SIZES`. With sizes too small for the model's strides (2 and 3 under four stride-2
+    layers both become 1) a dynamic size looks static and would be frozen.
 
     Also records the concrete shapes both runs saw for the ends of Reshapes with dynamic sizes
     (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``,
@@ -191,7 +196,8 @@ def complete_with_runtime(ctx: ModelContext) -> int:
         return 0
     try:
         sess = ShapeProbe(ctx.model, list(dict.fromkeys(holes + ends + batched)))
-        runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=_probe_shapes(ctx.model, k))) for k in (0, 1)]
+        shapes = [_probe_shapes(ctx.model, k) for k in (0, 1)] if not probes else [probes[0], probes[-1]]
+        runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=s)) for s in shapes]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
         return 0
