@@ -3,7 +3,9 @@
 Rules: for each named tensor produced by an Identity whose input is an initializer or Constant
 output (directly or through more Identities), add an initializer of that name holding a copy
 of the value, and remove the Identity. The source tensor is left for its other users (and for
-CleanupPass when it has none). Running it again changes nothing.
+CleanupPass when it has none). A name this pass materialized that has gone since is done: a
+later pass gave its readers another tensor (a compensated bias) and CleanupPass removed it.
+Running it again changes nothing.
 Refuses (PassError) a name that is neither stored nor such an Identity output.
 """
 
@@ -38,12 +40,13 @@ def views_to_materialize(views: dict[str, str], sliced: Iterable[str]) -> set[st
 class MaterializeViewsPass(Pass):
     def __init__(self, names: Iterable[str]) -> None:
         self.names = set(names)
+        self.done: set[str] = set()
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         stored = stored_tensors(model)
         producer = {o: n for n in g.node for o in n.output}
-        todo = [n for n in sorted(self.names) if n not in stored]
+        todo = [n for n in sorted(self.names - self.done) if n not in stored]
         removed: list[onnx.NodeProto] = []
         for name in todo:
             src, node = name, producer.get(name)
@@ -55,6 +58,7 @@ class MaterializeViewsPass(Pass):
             value = numpy_helper.to_array(stored[src])
             g.initializer.append(numpy_helper.from_array(value.copy(), name))
             removed.append(producer[name])
+            self.done.add(name)
         for node in removed:
             g.node.remove(node)
         return PassResult(model, bool(todo))

@@ -2,9 +2,12 @@
 
 Rules: for every plan entry ``(tensor, axis, size, keep)``, a tensor whose axis still has the
 original ``size`` is replaced by ``take(keep, axis)``; one whose axis already has ``len(keep)``
-entries is left alone (so the pass is idempotent).
+entries is left alone (so the pass is idempotent). A tensor this pass sliced that has gone since
+is done: a later pass gave its readers another tensor (a compensated bias) and CleanupPass
+removed it.
 
-Refuses (PassError) a tensor that is missing, or whose axis has neither size.
+Refuses (PassError) a tensor that is missing (and was never sliced), or whose axis has neither
+size.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ class SliceInitializersPass(Pass):
         self.by_tensor: dict[str, list[SliceEntry]] = defaultdict(list)
         for s in slices:
             self.by_tensor[s.initializer].append(s)
+        self.done: set[str] = set()
 
     def requires(self, model: onnx.ModelProto) -> None:
-        missing = set(self.by_tensor) - set(stored_tensors(model))
+        missing = set(self.by_tensor) - set(stored_tensors(model)) - self.done
         if missing:
             raise PassError(f"tensors to slice are not in the model: {sorted(missing)[:5]}")
 
@@ -45,6 +49,8 @@ class SliceInitializersPass(Pass):
         tensors = stored_tensors(model)
         modified = False
         for name, entries in self.by_tensor.items():
+            if name in self.done and name not in tensors:
+                continue
             proto = tensors[name]
             dims = [int(d) for d in proto.dims]
             todo = []
@@ -63,5 +69,6 @@ class SliceInitializersPass(Pass):
                 arr = np.take(arr, np.asarray(e.keep, dtype=np.int64), axis=e.axis)
             proto.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
             del arr  # one tensor at a time: the old data is freed as the new one replaces it
+            self.done.add(name)
             modified = True
         return PassResult(model, modified)

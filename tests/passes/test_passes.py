@@ -161,3 +161,42 @@ def test_compensate_weights_writes_once_and_refuses_unknown() -> None:
     assert not p(m).modified
     with pytest.raises(PassError):
         CompensateWeightsPass({"nope": new_w}, {}, {})(m)
+
+
+def test_materialize_and_slice_skip_a_view_nothing_reads_any_more() -> None:
+    """A compensated bias replaces a view's only reader; CleanupPass then drops the copy that
+    MaterializeViewsPass made, and the next round must not look for it again."""
+    from spa.passes import MaterializeViewsPass
+
+    inits: dict = {"w0": w(4)}
+    nodes = [helper.make_node("Identity", ["w0"], ["v1"]), helper.make_node("Add", ["v1", "x"], ["y"])]
+    m = model(nodes, {"x": [4]}, {"y": [4]}, inits)
+    materialize, slicer = MaterializeViewsPass(["v1"]), SliceInitializersPass([SliceEntry("v1", 0, 4, [0, 2])])
+    assert materialize(m).modified and slicer(m).modified
+    m.graph.node[0].input[0] = "w0"  # the reader now reads another tensor; v1 is unused
+    CleanupPass()(m)
+    assert "v1" not in {t.name for t in m.graph.initializer}
+    assert not materialize(m).modified
+    assert not slicer(m).modified
+    with pytest.raises(PassError):  # still read, yet neither stored nor a view: refused as before
+        SliceInitializersPass([SliceEntry("x", 0, 4, [0])])(m)
+
+
+def test_obspa_prunes_convs_whose_biases_are_views_of_one_folded_tensor() -> None:
+    """TorchScript's default export (constant folding) folds each BatchNorm into its Conv and
+    shares equal biases as ``Identity`` views of one initializer (torchvision ResNets:
+    ``onnx::Conv_197 = Identity(onnx::Conv_194)``); obspa gives those Convs new biases."""
+    inits: dict = {"shared_b": np.zeros(8, np.float32)}
+    nodes = []
+    for k, (src, cin) in enumerate([("x", 3), ("r0", 8), ("r1", 8)]):
+        nodes.append(helper.make_node("Identity", ["shared_b"], [f"b{k}"], name=f"Identity_{k}"))
+        nodes.append(conv(src, f"c{k}", cin, 8, bias=False, inits=inits))
+        nodes[-1].input.append(f"b{k}")
+        nodes.append(helper.make_node("Relu", [f"c{k}"], [f"r{k}"]))
+    nodes.append(helper.make_node("ReduceMean", ["r2"], ["y"], axes=[2, 3], keepdims=0))
+    m = model(nodes, {"x": ["N", 3, 8, 8]}, {"y": ["N", 8]}, inits, opset=17)
+    pruned, plan, _ = spa.prune(m, ratio=0.5, criterion="obspa")
+    assert plan.slices and plan.compensated
+    onnx.checker.check_model(pruned, full_check=True)
+    shapes = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert shapes["c0.w"][0] == 4 and shapes["c1.w"][:2] == [4, 4]
