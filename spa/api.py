@@ -183,6 +183,7 @@ def prune(
     before = measure(a.ctx, at=typical)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if crit is not None:
+        crit.input_shapes = typical  # synthetic and random inputs at sizes valid for the model
         crit.prepare(a.prunable, a.ctx)
     if from_plan is not None:
         kept_units = units_from_plan(from_plan, a.groups, a.ctx)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -320,23 +320,15 @@ def _axis(symbol: str, where: list[tuple[str, int]], spatial: dict[tuple[str, in
     return DynamicAxis(symbol, tuple(where), kind, t, t + multiple, multiple)
 
 
-def static_batch(model: onnx.ModelProto) -> int | None:
-    """The batch size every input fixes on axis 0, or None when some input's axis 0 is dynamic
-    (or there are no inputs of rank >= 1)."""
-    sizes = {dims[0] for _, dims, _ in input_specs(model) if dims}
-    if not sizes or any(_dynamic(d) for d in sizes) or len(sizes) != 1:
+def with_batch(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None, batch: int) -> Shapes | None:
+    """``shapes`` with ``batch`` on every dynamic axis 0 (a static batch is kept); None stays None."""
+    if shapes is None:
         return None
-    return int(sizes.pop())  # type: ignore[arg-type]
-
-
-def batches(arrays: Mapping[str, np.ndarray], size: int, model: onnx.ModelProto) -> Iterator[dict[str, np.ndarray]]:
-    """``arrays`` (samples on axis 0) in batches of at most ``size``, and of exactly the model's
-    batch where its inputs fix one (a model exported with batch 1 is fed one sample at a time)."""
-    fixed = static_batch(model)
-    step = fixed if fixed is not None else max(1, size)
-    n = len(next(iter(arrays.values()))) if arrays else 0
-    for i in range(0, n - (n % step if fixed is not None else 0), step):
-        yield {k: v[i:i + step] for k, v in arrays.items()}
+    out: Shapes = {}
+    for name, dims, _ in input_specs(model):
+        if name in shapes:
+            out[name] = [batch if k == 0 and _dynamic(d) else int(s) for k, (d, s) in enumerate(zip(dims, shapes[name]))]
+    return out
 
 
 # ---- checking sizes against the model itself --------------------------------------------------

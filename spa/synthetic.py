@@ -7,8 +7,8 @@ fields with the power spectrum of natural images: amplitude ``∝ 1/|f|`` over t
 whereas white noise would make every feature map spatially rough. Other float inputs are
 ``N(0, 1)``; integer and boolean inputs are drawn as in :func:`spa.runtime.random_inputs`.
 
-Symbolic sizes: axis 0 is the batch; other symbolic axes take :data:`SPATIAL_SIZE` when spatial
-and 1 otherwise.
+Symbolic sizes: axis 0 is the batch; other symbolic axes take the typical sizes given
+(:mod:`spa.sizes`, valid for the model's strides), else :data:`SPATIAL_SIZE` when spatial and 1 otherwise.
 """
 
 from __future__ import annotations
@@ -63,21 +63,28 @@ def pink_field(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int
     return field / np.where(std > 0, std, 1.0)
 
 
-def input_shape(dims: list[int | str | None], batch: int, axes: tuple[int, ...]) -> tuple[int, ...]:
-    """A concrete shape: static sizes kept, symbolic ones from ``batch`` and :data:`SPATIAL_SIZE`."""
+def input_shape(dims: list[int | str | None], batch: int, axes: tuple[int, ...],
+                given: list[int] | None = None) -> tuple[int, ...]:
+    """A concrete shape: static sizes kept, symbolic ones from ``batch`` on axis 0 and from
+    ``given`` (the typical shape, :mod:`spa.sizes`) or else :data:`SPATIAL_SIZE` elsewhere."""
+    if given is not None:
+        return tuple(d if isinstance(d, int) and d > 0 else (batch if k == 0 else int(given[k]))
+                     for k, d in enumerate(dims))
     return tuple(d if isinstance(d, int) and d > 0 else (batch if k == 0 else SPATIAL_SIZE if k in axes else 1)
                  for k, d in enumerate(dims))
 
 
-def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """``n_batches`` feeds of ``batch`` samples each (seeded, reproducible)."""
+def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int = 0,
+                      shapes: dict[str, list[int]] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """``n_batches`` feeds of ``batch`` samples each (seeded, reproducible); ``shapes`` gives the
+    typical input shapes (their batch aside) that dynamic sizes take."""
     specs = input_specs(ctx.model)
     for b in range(n_batches):
         rng = np.random.default_rng([seed, b])
         feeds: dict[str, np.ndarray] = {}
         for name, dims, et in specs:
             axes = spatial_axes(ctx, name, len(dims))
-            shape = input_shape(dims, batch, axes)
+            shape = input_shape(dims, batch, axes, (shapes or {}).get(name))
             dtype = _NP_TYPES.get(et)
             if dtype is None:
                 raise SpaError(f"input '{name}' has element type {onnx.TensorProto.DataType.Name(et)}, "
