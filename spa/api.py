@@ -108,7 +108,7 @@ def _couple(work: onnx.ModelProto, prune_heads: str, progress: Progress | None, 
             ) -> tuple[ModelContext, CouplingGraph, list[Group]]:
     ctx = ModelContext.build(work, infer_shapes(work))
     ctx.head_mode = prune_heads
-    complete_with_runtime(ctx, sizes.sizes.checks)
+    complete_with_runtime(ctx, sizes.sizes.checks if sizes.ran else None)
     cg = build_coupling(ctx, progress)
     return ctx, cg, find_groups(cg, ctx)
 
@@ -179,7 +179,7 @@ def prune(
     a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads, shapes=shapes,
                 device=device)
     assert a.sizes is not None
-    typical = a.sizes.sizes.typical
+    typical = a.sizes.sizes.typical if a.sizes.ran else None
     before = measure(a.ctx, at=typical)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if crit is not None:
@@ -203,7 +203,8 @@ def prune(
 
             found = find_ratio_for_latency(a.model, a.ctx, a.prunable, scores, target_ms=target_latency,
                                            target_speedup=target_speedup, global_ranking=global_ranking,
-                                           round_to=round_to, device=device, threads=threads, seed=seed)
+                                           round_to=round_to, device=device, threads=threads, seed=seed,
+                                           shapes=typical)
             ratio, kept_units = found.ratio, found.kept_units
             target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "achieved": found.achieved,
                       **found.details}
@@ -221,15 +222,16 @@ def prune(
     kept = kept_spaces(a.groups, kept_units)
     pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
     share_unsliced_uses(pruned)  # a shared parameter no slice touched stays shared
-    check_valid(pruned, a.original if a.original is not None else a.source, device, a.sizes)
+    check_valid(pruned, a.original if a.original is not None else a.source, device, a.sizes if a.sizes.ran else None)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
     # Exporter patterns static inference cannot see through, and Reshapes that merge the batch
     # with other axes (the MACs of Swin's windows): as for the original (no run for the rest).
-    complete_with_runtime(after_ctx, a.sizes.sizes.checks)
+    complete_with_runtime(after_ctx, a.sizes.sizes.checks if a.sizes.ran else None)
     after = measure(after_ctx, at=typical)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
-    report.sizes = {**a.sizes.sizes.to_dict(), "summary": a.sizes.sizes.summary(), "single_size": a.sizes.fixed}
+    if a.sizes.ran:
+        report.sizes = {**a.sizes.sizes.to_dict(), "summary": a.sizes.sizes.summary(), "single_size": a.sizes.fixed}
     if target is not None and target["kind"] in ("macs", "params"):
         full = getattr(before, target["kind"])
         report.target = {**target, "achieved": getattr(after, target["kind"]) / max(full, 1)}
@@ -237,7 +239,7 @@ def prune(
         report.target = target
     if verify_result:
         original = a.original if a.original is not None else load_model(a.source)
-        v = verify(original, pruned, plan, seed=seed, device=device, sizes=a.sizes.sizes)
+        v = verify(original, pruned, plan, seed=seed, device=device, sizes=a.sizes.sizes if a.sizes.ran else None)
         report.verification = {**v.to_dict(), "summary": v.summary()}
     t4 = time.perf_counter()
     report.seconds = {"analyze": t1 - t0, "score": t2 - t1, "rewrite": t3 - t2, "measure": t4 - t3}
@@ -277,6 +279,6 @@ def verify_models(
     p, _ = _load(pruned)
     if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
         raise InvalidArgumentError("--atol and --rtol must be >= 0")
-    sizes = resolve_sizes(o, shapes, device).sizes
+    sizes = resolve_sizes(o, shapes, device)
     return verify(o, p, plan, seed=seed, atol=ATOL if atol is None else atol,
-                  rtol=RTOL if rtol is None else rtol, device=device, sizes=sizes)
+                  rtol=RTOL if rtol is None else rtol, device=device, sizes=sizes.sizes if sizes.ran else None)

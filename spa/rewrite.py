@@ -110,7 +110,7 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
         return
     for shapes, expected in zip(sizes.sizes.checks, sizes.outputs):
         where = _where(sizes.sizes, shapes)
-        got = _check_runs(lambda: run(session, random_inputs(pruned, seed=0, shapes=shapes)), where)
+        got = _check_runs(lambda s=shapes: run(session, random_inputs(pruned, seed=0, shapes=s)), where)  # type: ignore[misc]
         for name, shape in expected.items():
             if name in got and tuple(got[name].shape) != shape:
                 raise RewriteError(f"the pruned model gives output '{name}' of shape {list(got[name].shape)} "

@@ -343,10 +343,16 @@ class CheckedSizes:
     """:class:`InputSizes` the original model runs at, with the output shapes it gives there."""
 
     sizes: InputSizes
-    #: Per entry of ``sizes.checks``: output name -> shape the original gives.
+    #: Per entry of ``sizes.checks``: output name -> shape the original gives; empty when the
+    #: model did not run at the derived sizes (then SPA's callers fall back to placeholder sizes).
     outputs: list[dict[str, tuple[int, ...]]]
     #: Dynamic axes the model accepts at one size only (checked at that size alone).
     fixed: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        """Whether the model ran at these sizes (only then are they used)."""
+        return bool(self.outputs)
 
 
 def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None = None,
@@ -372,9 +378,12 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
 
     first = outputs(sizes.typical)
     if isinstance(first, str):
-        how = "the sizes given with --shape" if sizes.stated else "the sizes SPA derived from its graph"
-        raise InvalidArgumentError(f"the model does not run at {sizes.describe()} ({how}): {first}; "
-                                   "give its input sizes with --shape NAME:D1xD2x...")
+        if sizes.stated:
+            raise InvalidArgumentError(f"the model does not run at {sizes.describe()} (the sizes given with --shape): "
+                                       f"{first}; give sizes it accepts")
+        log.warning("the model does not run at the sizes SPA derived from its graph (%s: %s); give its input "
+                    "sizes with --shape NAME:D1xD2x... to check the pruned model at them", sizes.describe(), first)
+        return CheckedSizes(sizes, [])
     if not sizes.dynamic:
         return CheckedSizes(sizes, [first])
     second = outputs(sizes.second)
