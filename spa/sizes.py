@@ -263,7 +263,8 @@ def derive(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None = 
     for name, dims, _ in specs:
         for k, d in enumerate(dims):
             if _dynamic(d):
-                groups.setdefault(d if isinstance(d, str) and d else f"{name}:{k}", []).append((name, k))
+                named = isinstance(d, str) and d not in _ANONYMOUS
+                groups.setdefault(str(d) if named else f"{name}:{k}", []).append((name, k))
     axes = [_axis(symbol, where, spatial, stated or {}) for symbol, where in groups.items()]
     typical: Shapes = {}
     second: Shapes = {}
@@ -272,6 +273,10 @@ def derive(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None = 
         typical[name] = [size_of[(name, k)][0] if (name, k) in size_of else int(d) for k, d in enumerate(dims)]  # type: ignore[arg-type]
         second[name] = [size_of[(name, k)][1] if (name, k) in size_of else int(d) for k, d in enumerate(dims)]  # type: ignore[arg-type]
     return InputSizes(typical, second, axes)
+
+
+#: ``dim_param`` values that name no size (paddle2onnx writes "?" for every unknown axis).
+_ANONYMOUS = ("", "?", "-1", "None", "unk")
 
 
 def _dynamic(d: int | str | None) -> bool:
@@ -309,7 +314,7 @@ def _axis(symbol: str, where: list[tuple[str, int]], spatial: dict[tuple[str, in
         t = given[0]
         second = {"batch": 2 if t != 2 else 1, "spatial": t + multiple, "other": t + 1}[kind]
         if kind == "spatial" and t % multiple:
-            log.warning("--shape: %s = %d is not a multiple of %d (the strides, pooling and resizing on its way)",
+            log.info("--shape: %s = %d is not a multiple of %d (the strides, pooling and resizing on its way)",
                         DynamicAxis(symbol, tuple(where), kind, t, second).label(), t, multiple)
         return DynamicAxis(symbol, tuple(where), kind, t, second, multiple, stated=True)
     if kind == "batch":

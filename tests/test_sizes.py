@@ -72,6 +72,10 @@ def test_derived_sizes_follow_strides_pooling_and_resizing() -> None:
     assert "input 'x' axis 2" in det.differing(det.second) and "derived" in det.summary()
     stated = derive(_detector(), {"x": [1, 3, 64, 96]})
     assert stated.typical == {"x": [1, 3, 64, 96]} and stated.second == {"x": [2, 3, 72, 104]} and stated.stated
+    # paddle2onnx names every unknown axis "?": not one shared size (PP-OCR's classifier, H and W)
+    m = model([helper.make_node("Conv", ["x", "k"], ["y"], strides=[4, 2])], {"x": ["N", 3, "?", "?"]},
+              {"y": ["N", 2, "?", "?"]}, {"k": w(2, 3, 1, 1)})
+    assert derive(m).typical == {"x": [1, 3, 32, 32]} and derive(m).second == {"x": [2, 3, 36, 34]}
     with pytest.raises(InvalidArgumentError, match="axis 1 is static"):
         derive(_detector(), {"x": [1, 4, 64, 64]})
     with pytest.raises(InvalidArgumentError, match="rank"):
