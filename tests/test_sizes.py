@@ -20,6 +20,7 @@ from onnx import helper
 
 import spa
 from spa.errors import InvalidArgumentError, RewriteError
+from spa.gates import measure_drift
 from spa.rewrite import check_valid
 from spa.sizes import derive, resolve
 
@@ -116,6 +117,8 @@ def test_dynamic_hw_detector_prunes_with_the_default_criterion() -> None:
     assert plan.slices and report.sizes is not None and report.sizes["typical"] == {"x": [1, 3, 32, 32]}
     assert _run(pruned, [1, 3, 64, 96]).shape == (1, 5, 16, 24)
     assert _run(pruned, [3, 3, 320, 320]).shape == (3, 5, 80, 80)
+    drift = measure_drift(m, pruned, shapes=report.sizes["typical"])  # --max-drift: random samples at 32 x 32
+    assert np.isfinite(drift.value) and drift.samples == 8
 
 
 def test_macs_are_counted_at_the_typical_size() -> None:

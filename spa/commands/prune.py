@@ -240,7 +240,8 @@ def _run_gates(args: argparse.Namespace, spec: Any, model: Any, result: Any, ben
     drift = None
     if spec.max_drift is not None:
         drift = measure_drift(model, result.model, seed=args.seed, device=args.device, calib=calib,
-                              calib_name=args.calib or "--calib")
+                              calib_name=args.calib or "--calib",
+                              shapes=(result.report.sizes or {}).get("typical"))
         report_dict["drift"] = drift.to_dict()
     acc = None
     if eval_data is not None:
