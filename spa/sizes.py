@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: The smallest typical size of a spatial axis (before rounding up to the axis's multiple).
 MIN_SPATIAL = 32
+#: The largest multiple a spatial axis is rounded to.
+MAX_MULTIPLE = 256
 #: Sizes of other dynamic axes (a sequence length): typical, second.
 OTHER_SIZES = (2, 3)
 BATCH_SIZES = (1, 2)
@@ -238,6 +240,8 @@ def _propagate(node: onnx.NodeProto, scales: dict[str, _Scales], consts: dict[st
             return None
         out = {}
         for a, (seed, s) in x.items():
+            if a >= factors.size:  # scales for some axes only (opset 18 ``axes``): not followed
+                return None
             f = Fraction(float(factors.reshape(-1)[a])).limit_denominator(64)
             if f <= 0:
                 return None
@@ -307,6 +311,10 @@ def _axis(symbol: str, where: list[tuple[str, int]], spatial: dict[tuple[str, in
     elif any(w in spatial for w in where):
         kind = "spatial"
         multiple = math.lcm(*(spatial[w][0] for w in where if w in spatial))
+        if multiple > MAX_MULTIPLE:  # odd strides multiply up; sizes that large would make every run slow
+            log.info("input %s: the strides on its way multiply to %d; using multiples of %d", where[0], multiple,
+                     MAX_MULTIPLE)
+            multiple = MAX_MULTIPLE
         least = max(spatial[w][1] for w in where if w in spatial)
     else:
         kind, multiple, least = "other", 1, 1
