@@ -432,8 +432,9 @@ def _repair(sizes: InputSizes, run: Callable[[Shapes], object]) -> tuple[InputSi
         ok = next((v for v in dict.fromkeys(tried) if v != a.typical and not isinstance(run(_with(sizes, a, v)), str)),
                   None)
         if ok is None:
-            log.warning("%s: the model runs at %d but not at %s; it is checked at %d only", a.label(), a.typical,
-                        ", ".join(map(str, dict.fromkeys(tried))), a.typical)
+            log.log(logging.INFO if a.stated else logging.WARNING,  # a stated size is the one that matters
+                    "%s: the model runs at %d but not at %s; it is checked at %d only", a.label(), a.typical,
+                    ", ".join(map(str, dict.fromkeys(tried))), a.typical)
             fixed.append(a.label())
             ok = a.typical
         axes.append(DynamicAxis(a.symbol, a.where, a.kind, a.typical, ok, a.multiple, a.stated))
