@@ -19,6 +19,7 @@ from modelkit import model, w
 from onnx import helper
 
 import spa
+from spa.bench import bench_model
 from spa.errors import InvalidArgumentError, RewriteError
 from spa.gates import measure_drift
 from spa.rewrite import check_valid
@@ -119,6 +120,12 @@ def test_dynamic_hw_detector_prunes_with_the_default_criterion() -> None:
     assert _run(pruned, [3, 3, 320, 320]).shape == (3, 5, 80, 80)
     drift = measure_drift(m, pruned, shapes=report.sizes["typical"])  # --max-drift: random samples at 32 x 32
     assert np.isfinite(drift.value) and drift.samples == 8
+
+
+def test_bench_times_a_dynamic_hw_model_at_its_derived_size() -> None:
+    """spa bench used 1 for every dynamic size but the batch: a detector does not run at 1 x 1."""
+    r = bench_model(_detector(), warmup=0, runs=1)
+    assert r.input_shapes == {"x": [1, 3, 32, 32]} and r.runs == 1
 
 
 def test_macs_are_counted_at_the_typical_size() -> None:
