@@ -346,6 +346,9 @@ def with_batch(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | Non
 
 # ---- checking sizes against the model itself --------------------------------------------------
 
+#: Ops whose output sizes depend on the values they read (then on weights, which the runs here zero).
+_VALUE_DEPENDENT = {"NonZero", "NonMaxSuppression", "Unique", "Compress", "TopK", "Loop", "If", "Scan"}
+
 #: Further sizes tried for a dynamic axis whose second size the model refuses, in multiples of
 #: the axis's step (its multiple, or 1) past the typical size.
 _ALTERNATIVES = (2, 3)
@@ -361,6 +364,9 @@ class CheckedSizes:
     outputs: list[dict[str, tuple[int, ...]]]
     #: Dynamic axes the model accepts at one size only (checked at that size alone).
     fixed: list[str] = field(default_factory=list)
+    #: The model has ops whose output sizes depend on values (NonZero, NonMaxSuppression, ...): the
+    #: shapes above come from zero weights, so only output ranks can be compared.
+    value_dependent: bool = False
 
     @property
     def ran(self) -> bool:
@@ -400,8 +406,9 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
         log.warning("the model does not run at the sizes SPA derived from its graph (%s: %s); give its input "
                     "sizes with --shape NAME:D1xD2x... to check the pruned model at them", sizes.describe(), first)
         return CheckedSizes(sizes, [])
+    dependent = any(n.op_type in _VALUE_DEPENDENT for n in model.graph.node)
     if not sizes.dynamic:
-        return CheckedSizes(sizes, [first])
+        return CheckedSizes(sizes, [first], value_dependent=dependent)
     second = outputs(sizes.second)
     fixed: list[str] = []
     if isinstance(second, str):
@@ -410,7 +417,7 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
         if isinstance(second, str):  # each axis alone is fine, all together are not
             raise InvalidArgumentError(f"the model does not run at {sizes.describe(sizes.second)}: {second}; "
                                        "give its input sizes with --shape NAME:D1xD2x...")
-    return CheckedSizes(sizes, [first, second] if sizes.second != sizes.typical else [first], fixed)
+    return CheckedSizes(sizes, [first, second] if sizes.second != sizes.typical else [first], fixed, dependent)
 
 
 def _with(sizes: InputSizes, axis: DynamicAxis, value: int) -> Shapes:

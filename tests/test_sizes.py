@@ -111,6 +111,17 @@ def test_a_model_that_runs_at_one_width_only_is_not_written() -> None:
         check_valid(frozen, m, sizes=sizes)
 
 
+def test_outputs_sized_by_values_are_compared_by_rank() -> None:
+    """A detector with NonMaxSuppression-like outputs: the original's sizes come from zero weights,
+    so only ranks can be compared; a model that runs is accepted."""
+    m = model([helper.make_node("Mul", ["x", "s"], ["m"]), helper.make_node("NonZero", ["m"], ["nz"]),
+               helper.make_node("Cast", ["nz"], ["y"], to=onnx.TensorProto.FLOAT)],
+              {"x": ["N", 2048]}, {"y": [2, "K"]}, {"s": np.ones(2048, np.float32)})
+    sizes = resolve(m)
+    assert sizes.value_dependent and sizes.outputs[0]["y"] == (2, 0)  # x * s with s zeroed: no non-zeros
+    check_valid(m, m, sizes=sizes)
+
+
 def test_dynamic_hw_detector_prunes_with_the_default_criterion() -> None:
     """Refused before as 'a bug in SPA' (Concat: Axis 2 has mismatched dimensions of 1 and 2)."""
     m = _detector()
