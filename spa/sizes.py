@@ -104,13 +104,16 @@ class InputSizes:
                 "dynamic": [{"axis": a.label(), "kind": a.kind, "sizes": [a.typical, a.second],
                              "multiple": a.multiple, "stated": a.stated} for a in self.axes]}
 
-    def summary(self) -> str:
-        """One line for the report: the sizes used and where they came from."""
+    def summary(self, pruned: bool = True) -> str:
+        """One line for the report: the sizes used and where they came from (``pruned``: MACs were
+        counted at them and the pruned model checked; else the model was only run at them)."""
         if not self.axes:
             return f"input sizes: {self.describe()} (static)"
         how = "stated" if all(a.stated for a in self.axes) else "stated and derived" if self.stated else "derived"
-        return (f"input sizes: {self.describe()} ({how}; MACs at these sizes; "
-                f"also checked at {self.describe(self.second)})")
+        if self.second == self.typical:
+            return f"input sizes: {self.describe()} ({how}; the model runs at these sizes only)"
+        also = "MACs at these sizes; also checked at" if pruned else "also run at"
+        return f"input sizes: {self.describe()} ({how}; {also} {self.describe(self.second)})"
 
 
 def shapes_from_pairs(pairs: Sequence[tuple[str, list[int]]]) -> Shapes | None:

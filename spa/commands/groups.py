@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     emit(args, f"{args.model}: {len(rows)} groups, {n_ok} prunable, "
                f"{sum(r['status'] == 'blocked' for r in rows)} blocked")
     if a.sizes is not None:
-        emit(args, a.sizes.sizes.summary().replace("; MACs at these sizes", ""))
+        emit(args, a.sizes.sizes.summary(pruned=False))
     emit(args, f"{'id':>4} {'units':>6}  {'status':9} {'members':>7}  name / reason")
     for r in rows:
         line = f"{r['id']:>4} {r['units']:>6}  {r['status']:9} {len(r['members']):>7}  {r['name']}"
