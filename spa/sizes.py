@@ -38,8 +38,9 @@ from spa.shapes import ShapeProbe
 
 log = logging.getLogger(__name__)
 
-#: The smallest typical size of a spatial axis (before rounding up to the axis's multiple).
-MIN_SPATIAL = 32
+#: The smallest typical size of a spatial axis (before rounding up to the axis's multiple); the size
+#: obspa's synthetic image statistics were tuned at (docs/accuracy.md).
+MIN_SPATIAL = 64
 #: The largest multiple a spatial axis is rounded to.
 MAX_MULTIPLE = 256
 #: Sizes of other dynamic axes (a sequence length): typical, second.

@@ -68,16 +68,16 @@ def _run(m: onnx.ModelProto, shape: list[int]) -> np.ndarray:
 
 def test_derived_sizes_follow_strides_pooling_and_resizing() -> None:
     rec = derive(_recognizer())
-    assert rec.typical == {"x": [1, 3, 8, 32]} and rec.second == {"x": [2, 3, 8, 40]}  # W: multiple of 8
+    assert rec.typical == {"x": [1, 3, 8, 64]} and rec.second == {"x": [2, 3, 8, 72]}  # W: multiple of 8
     det = derive(_detector())
-    assert det.typical == {"x": [1, 3, 32, 32]} and det.second == {"x": [2, 3, 40, 40]}
+    assert det.typical == {"x": [1, 3, 64, 64]} and det.second == {"x": [2, 3, 72, 72]}
     assert "input 'x' axis 2" in det.differing(det.second) and "derived" in det.summary()
     stated = derive(_detector(), {"x": [1, 3, 64, 96]})
     assert stated.typical == {"x": [1, 3, 64, 96]} and stated.second == {"x": [2, 3, 72, 104]} and stated.stated
     # paddle2onnx names every unknown axis "?": not one shared size (PP-OCR's classifier, H and W)
     m = model([helper.make_node("Conv", ["x", "k"], ["y"], strides=[4, 2])], {"x": ["N", 3, "?", "?"]},
               {"y": ["N", 2, "?", "?"]}, {"k": w(2, 3, 1, 1)})
-    assert derive(m).typical == {"x": [1, 3, 32, 32]} and derive(m).second == {"x": [2, 3, 36, 34]}
+    assert derive(m).typical == {"x": [1, 3, 64, 64]} and derive(m).second == {"x": [2, 3, 68, 66]}
     with pytest.raises(InvalidArgumentError, match="axis 1 is static"):
         derive(_detector(), {"x": [1, 4, 64, 64]})
     with pytest.raises(InvalidArgumentError, match="rank"):
@@ -103,11 +103,11 @@ def test_a_model_that_runs_at_one_width_only_is_not_written() -> None:
     frozen.CopyFrom(m)
     for node in frozen.graph.node:
         if node.op_type == "Concat":
-            node.input[2] = "w4"
-    frozen.graph.initializer.append(onnx.numpy_helper.from_array(np.array([4], np.int64), "w4"))
+            node.input[2] = "w8"
+    frozen.graph.initializer.append(onnx.numpy_helper.from_array(np.array([8], np.int64), "w8"))
     sizes = resolve(m)
     check_valid(m, m, sizes=sizes)
-    with pytest.raises(RewriteError, match=r"at input 'x' axis 0 = 2, input 'x' axis 3 = 40 \(x:2x3x8x40\)"):
+    with pytest.raises(RewriteError, match=r"at input 'x' axis 0 = 2, input 'x' axis 3 = 72 \(x:2x3x8x72\)"):
         check_valid(frozen, m, sizes=sizes)
 
 
@@ -126,17 +126,17 @@ def test_dynamic_hw_detector_prunes_with_the_default_criterion() -> None:
     """Refused before as 'a bug in SPA' (Concat: Axis 2 has mismatched dimensions of 1 and 2)."""
     m = _detector()
     pruned, plan, report = spa.prune(m, ratio=0.25, criterion="obspa")
-    assert plan.slices and report.sizes is not None and report.sizes["typical"] == {"x": [1, 3, 32, 32]}
+    assert plan.slices and report.sizes is not None and report.sizes["typical"] == {"x": [1, 3, 64, 64]}
     assert _run(pruned, [1, 3, 64, 96]).shape == (1, 5, 16, 24)
     assert _run(pruned, [3, 3, 320, 320]).shape == (3, 5, 80, 80)
-    drift = measure_drift(m, pruned, shapes=report.sizes["typical"])  # --max-drift: random samples at 32 x 32
+    drift = measure_drift(m, pruned, shapes=report.sizes["typical"])  # --max-drift: random samples at 64 x 64
     assert np.isfinite(drift.value) and drift.samples == 8
 
 
 def test_bench_times_a_dynamic_hw_model_at_its_derived_size() -> None:
     """spa bench used 1 for every dynamic size but the batch: a detector does not run at 1 x 1."""
     r = bench_model(_detector(), warmup=0, runs=1)
-    assert r.input_shapes == {"x": [1, 3, 32, 32]} and r.runs == 1
+    assert r.input_shapes == {"x": [1, 3, 64, 64]} and r.runs == 1
 
 
 def test_macs_are_counted_at_the_typical_size() -> None:
@@ -148,8 +148,8 @@ def test_macs_are_counted_at_the_typical_size() -> None:
     assert report.before.macs == 16 * 24 * (8 * 27 + 4 * 72)
     assert report.after.macs == 16 * 24 * (4 * 27 + 4 * 36)
     _, _, derived = spa.prune(m, ratio=0.5, criterion="l1")
-    assert derived.before.macs == 32 * 32 * (8 * 27 + 4 * 72)  # smallest derived spatial size: 32
-    assert "input sizes: x:1x3x32x32 (derived" in derived.table()
+    assert derived.before.macs == 64 * 64 * (8 * 27 + 4 * 72)  # smallest derived spatial size: 64
+    assert "input sizes: x:1x3x64x64 (derived" in derived.table()
 
 
 def _static_batch_vit() -> onnx.ModelProto:
