@@ -381,11 +381,13 @@ class CheckedSizes:
 def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None = None,
             device: str = "cpu") -> CheckedSizes:
     """Derive sizes (:func:`derive`) and run the model at them (weights fed as zeros, see
-    :class:`~spa.shapes.ShapeProbe`). A second size the model refuses is replaced by another one it
-    accepts; an axis that accepts none is checked at its typical size only, with a warning.
+    :class:`~spa.shapes.ShapeProbe`). A derived typical size the model refuses is replaced by a
+    smaller multiple it accepts (one axis at a time); a second size it refuses by another one; an
+    axis that accepts one size only is checked at it alone, with a warning.
 
-    Refuses (InvalidArgumentError) when the model does not run at the typical sizes: they were
-    stated wrong, or must be stated (``--shape``).
+    Refuses (InvalidArgumentError) stated sizes the model does not run at. When it runs at none
+    of the derived sizes, warns and returns sizes without outputs (``ran`` is False): SPA then
+    falls back to its placeholder sizes.
     """
     sizes = derive(model, stated)
     try:
@@ -403,6 +405,11 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
         return {n: tuple(int(d) for d in np.shape(v)) for n, v in zip(names, got)}
 
     first = outputs(sizes.typical)
+    if isinstance(first, str) and not all(a.stated for a in sizes.axes):
+        found = _search_typical(sizes, outputs)
+        if found is not None:
+            log.info("the model does not run at %s (%s); using %s", sizes.describe(), first, found.describe())
+            sizes, first = found, outputs(found.typical)
     if isinstance(first, str):
         if sizes.stated:
             raise InvalidArgumentError(f"the model does not run at {sizes.describe()} (the sizes given with --shape): "
@@ -424,6 +431,39 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
     return CheckedSizes(sizes, [first, second] if sizes.second != sizes.typical else [first], fixed, dependent)
 
 
+def _step(a: DynamicAxis) -> int:
+    return a.multiple if a.kind == "spatial" else 1
+
+
+def _candidates(a: DynamicAxis) -> list[int]:
+    """Other typical sizes to try for an axis the model refuses at its typical size: the smallest
+    multiples of a spatial axis (PP-OCRv4 recognition runs at a height of 48 only), small sequences."""
+    if a.stated or a.kind == "batch":
+        return []
+    values = [a.multiple * k for k in (1, 2, 3, 4)] if a.kind == "spatial" else [1, 4, 8, 16]
+    return [v for v in dict.fromkeys(values) if v != a.typical]
+
+
+def _retyped(sizes: InputSizes, axis: DynamicAxis, value: int) -> InputSizes:
+    """``sizes`` with the typical size of ``axis`` set to ``value`` (its second one past it)."""
+    axes = [DynamicAxis(a.symbol, a.where, a.kind, value, value + _step(a), a.multiple, a.stated) if a is axis else a
+            for a in sizes.axes]
+    typical = _with(sizes, axis, value)
+    second = {k: list(v) for k, v in sizes.second.items()}
+    for name, k in axis.where:
+        second[name][k] = value + _step(axis)
+    return InputSizes(typical, second, axes)
+
+
+def _search_typical(sizes: InputSizes, run: Callable[[Shapes], object]) -> InputSizes | None:
+    """Typical sizes the model runs at, changing one unstated axis at a time; None if none is found."""
+    for a in sizes.axes:
+        for v in _candidates(a):
+            if not isinstance(run(_with(sizes, a, v)), str):
+                return _retyped(sizes, a, v)
+    return None
+
+
 def _with(sizes: InputSizes, axis: DynamicAxis, value: int) -> Shapes:
     """The typical shapes with ``axis`` set to ``value``."""
     out = {k: list(v) for k, v in sizes.typical.items()}
@@ -438,7 +478,7 @@ def _repair(sizes: InputSizes, run: Callable[[Shapes], object]) -> tuple[InputSi
     axes: list[DynamicAxis] = []
     fixed: list[str] = []
     for a in sizes.axes:
-        step = a.multiple if a.kind == "spatial" else 1
+        step = _step(a)
         tried = [a.second] + [a.typical + n * step for n in _ALTERNATIVES]
         ok = next((v for v in dict.fromkeys(tried) if v != a.typical and not isinstance(run(_with(sizes, a, v)), str)),
                   None)

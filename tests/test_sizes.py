@@ -35,16 +35,17 @@ def _conv(x: str, y: str, cin: int, cout: int, inits: dict, stride: int = 1, k: 
 
 
 def _recognizer() -> onnx.ModelProto:
-    """PP-OCRv4 recognition in small: H fixed at 8, W dynamic, three stride-2 convs (H -> 1), then
-    ``Reshape(t, Concat([0], [C], Slice(Shape(t), 3, 4)))`` -> [N, C, W/8]. At SPA's old probe
-    widths 2 and 3 the sliced width is 1 both times, so it looked static and was frozen to 1."""
+    """PP-OCRv4 recognition in small: H and W dynamic, three stride-2 convs, then
+    ``Reshape(Squeeze(t, 2), Concat([0], [C], Slice(Shape(t), 3, 4)))`` -> [N, C, W/8], which runs
+    at H = 8 only (the squeezed H/8 must be 1). At SPA's old probe widths 2 and 3 the sliced width is 1 both times, so
+    it looked static and was frozen to 1."""
     inits: dict = {"zero": np.array([0], np.int64), "c": np.array([6], np.int64),
-                   "s3": np.array([3], np.int64), "s4": np.array([4], np.int64)}
+                   "s3": np.array([3], np.int64), "s4": np.array([4], np.int64), "two": np.array([2], np.int64)}
     nodes = [*_conv("x", "a", 3, 8, inits, 2), *_conv("a", "b", 8, 8, inits, 2), *_conv("b", "t", 8, 6, inits, 2),
              helper.make_node("Shape", ["t"], ["st"]), helper.make_node("Slice", ["st", "s3", "s4"], ["wd"]),
              helper.make_node("Concat", ["zero", "c", "wd"], ["target"], axis=0),
-             helper.make_node("Reshape", ["t", "target"], ["y"])]
-    return model(nodes, {"x": ["N", 3, 8, "W"]}, {"y": ["N", 6, "T"]}, inits)
+             helper.make_node("Squeeze", ["t", "two"], ["sq"]), helper.make_node("Reshape", ["sq", "target"], ["y"])]
+    return model(nodes, {"x": ["N", 3, "H", "W"]}, {"y": ["N", 6, "T"]}, inits)
 
 
 def _detector() -> onnx.ModelProto:
@@ -68,7 +69,10 @@ def _run(m: onnx.ModelProto, shape: list[int]) -> np.ndarray:
 
 def test_derived_sizes_follow_strides_pooling_and_resizing() -> None:
     rec = derive(_recognizer())
-    assert rec.typical == {"x": [1, 3, 8, 64]} and rec.second == {"x": [2, 3, 8, 72]}  # W: multiple of 8
+    assert rec.typical == {"x": [1, 3, 64, 64]} and rec.second == {"x": [2, 3, 72, 72]}  # multiples of 8
+    checked = resolve(_recognizer())  # the model runs at H = 8 only: found, and H is checked there alone
+    assert checked.sizes.typical == {"x": [1, 3, 8, 64]} and checked.sizes.second == {"x": [2, 3, 8, 72]}
+    assert checked.fixed == ["input 'x' axis 2"] and len(checked.outputs) == 2
     det = derive(_detector())
     assert det.typical == {"x": [1, 3, 64, 64]} and det.second == {"x": [2, 3, 72, 72]}
     assert "input 'x' axis 2" in det.differing(det.second) and "derived" in det.summary()
