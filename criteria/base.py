@@ -45,13 +45,25 @@ def aggregate_over_params(
     """Sum ``per_index(tensor, other_axes)`` over every stored member of ``group``, unit by unit.
 
     For each member tensor ``t`` sliced on axis ``a``, ``per_index`` reduces ``t`` over every
-    axis but ``a`` (``other_axes``) to one number per index. A unit's score is the sum over all
+    axis but ``a`` (``other_axes``) to one number per index. Quantized codes (QDQ) count with
+    their dequantized values; their scales and zero points do not count. A unit's score is the sum over all
     its indices in all members — producer filters, norm parameters, and the consumer weight
     columns that read the unit.
     """
+    from spa.rules.quant import dequantized, is_quantization_parameter
+
     scores = np.zeros(group.n_units, dtype=np.float64)
     for space in group.params(ctx):
+        if is_quantization_parameter(ctx, space[0]):
+            continue  # a QDQ scale or zero point: the weight it belongs to is scored instead
         arr = ctx.array(space[0])
+        if arr.dtype.kind in "iu":  # QDQ codes: score their float values
+            value = dequantized(ctx, space[0])
+            if value is None:
+                continue
+            arr = value
+        if arr.dtype.kind == "V" and arr.dtype.name.startswith(("bfloat", "float")):
+            arr = arr.astype(np.float32)  # bfloat16 / float8 (ml_dtypes): score the values they hold
         if arr.ndim == 0 or arr.dtype.kind != "f":
             continue
         others = tuple(i for i in range(arr.ndim) if i != space[1])

@@ -11,6 +11,12 @@ checked with ``onnx.checker`` (full_check), must keep BatchNorm as
 ``BatchNormalization`` nodes, and must match torch in onnxruntime to 1e-4.
 A ``MANIFEST.json`` describing every file is written next to them.
 
+``--defaults`` exports every model the way most users do, with each exporter's
+*default* settings, into ``models/zoo/defaults``: TorchScript with constant
+folding (BatchNorm folded into the convolutions, equal folded biases shared as
+``Identity`` views), dynamo with its ONNX optimizer on.  Only the BatchNorm
+count check is skipped for those files.
+
 ``export_to`` is reusable, e.g. by benchmarks exporting ``resnet50_like``.
 """
 
@@ -45,6 +51,7 @@ OUTPUT_NAME = "logits"
 TS_OPSET = 17
 ATOL = 1e-4
 DEFAULT_OUT = Path(__file__).resolve().parent / "zoo"
+DEFAULTS_OUT = DEFAULT_OUT / "defaults"
 
 
 class ZooError(RuntimeError):
@@ -62,6 +69,7 @@ class ExportInfo:
     onnxscript_version: str
     input_shape: list[int]
     dynamic_batch: bool
+    settings: str = "spa"
     file_size: int = 0
     op_types: list[str] = field(default_factory=list)
     local_functions: list[str] = field(default_factory=list)
@@ -101,6 +109,7 @@ def _export_ts(
     opset: int,
     dynamic_batch: bool,
     output_names: Sequence[str] = (OUTPUT_NAME,),
+    defaults: bool = False,
 ) -> None:
     dynamic_axes = (
         {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
@@ -116,10 +125,11 @@ def _export_ts(
             str(path),
             dynamo=False,
             opset_version=opset,
-            do_constant_folding=False,
             # do_constant_folding=False is what keeps BatchNorm as a node: with
-            # folding on, the eval-mode peephole pass fuses Conv+BN (checked
-            # with torch 2.13).  verify() asserts the BN node count.
+            # folding on (the exporter's default), the eval-mode peephole pass
+            # fuses Conv+BN (checked with torch 2.13).  verify() asserts the BN
+            # node count unless the file is a ``defaults`` export.
+            do_constant_folding=defaults,
             training=torch.onnx.TrainingMode.EVAL,
             input_names=[INPUT_NAME],
             output_names=list(output_names),
@@ -134,8 +144,10 @@ def _export_dynamo(
     opset: int | None,
     dynamic_batch: bool,
     output_names: Sequence[str] = (OUTPUT_NAME,),
+    defaults: bool = False,
 ) -> bool:
-    """Export with the dynamo exporter; returns whether the batch dim is dynamic."""
+    """Export with the dynamo exporter (``defaults``: its ONNX optimizer on, as by default);
+    returns whether the batch dim is dynamic."""
 
     def run(dynamic: bool) -> None:
         dynamic_shapes = (
@@ -147,7 +159,7 @@ def _export_dynamo(
                 model,
                 (x,),
                 dynamo=True,
-                optimize=False,
+                optimize=defaults,
                 verbose=False,
                 external_data=False,
                 opset_version=opset,
@@ -180,13 +192,15 @@ def export_to(
     opset: int | None = None,
     dynamic_batch: bool = True,
     output_names: Sequence[str] = (OUTPUT_NAME,),
+    defaults: bool = False,
 ) -> ExportInfo:
     """Export a ZOO/benchmark model (by name) or any module to ``path``.
 
     ``exporter`` is ``"ts"`` (TorchScript, default opset 17) or ``"dynamo"``
     (unoptimised, opset = exporter default unless given).  BatchNorm is kept
-    as BatchNormalization nodes.  Returns the (unverified) export info; call
-    ``verify`` for checker/onnxruntime checks.
+    as BatchNormalization nodes, unless ``defaults``: then each exporter runs
+    with its default settings (constant folding / optimizer on).  Returns the
+    (unverified) export info; call ``verify`` for checker/onnxruntime checks.
     """
     name, model, shape = _resolve(name_or_module, input_shape)
     path = Path(path)
@@ -194,10 +208,10 @@ def export_to(
     torch.manual_seed(0)
     x = torch.randn(*shape)
     if exporter == "ts":
-        _export_ts(model, x, path, opset or TS_OPSET, dynamic_batch, output_names)
+        _export_ts(model, x, path, opset or TS_OPSET, dynamic_batch, output_names, defaults)
         dynamic = dynamic_batch
     elif exporter == "dynamo":
-        dynamic = _export_dynamo(model, x, path, opset, dynamic_batch, output_names)
+        dynamic = _export_dynamo(model, x, path, opset, dynamic_batch, output_names, defaults)
     else:
         raise ValueError(f"exporter must be 'ts' or 'dynamo', not {exporter!r}")
     proto = onnx.load(str(path))
@@ -211,6 +225,7 @@ def export_to(
         onnxscript_version=onnxscript.__version__,
         input_shape=list(shape),
         dynamic_batch=dynamic,
+        settings="exporter defaults" if defaults else "spa",
     )
 
 
@@ -292,7 +307,7 @@ def verify(
     x = rng.standard_normal(shape).astype(np.float32)
     wants, n_bn_calls = _run_counting_batchnorms(model, torch.from_numpy(x))
     n_bn_nodes = sum(n.op_type == "BatchNormalization" for n in _all_nodes(proto))
-    if n_bn_nodes != n_bn_calls:
+    if n_bn_nodes != n_bn_calls and info.settings == "spa":
         raise ZooError(
             f"{path.name}: {n_bn_nodes} BatchNormalization nodes but {n_bn_calls} BatchNorm calls (folded?)"
         )
@@ -327,18 +342,18 @@ def verify(
 # ---------------------------------------------------------------------------
 
 
-def _jobs(names: list[str]) -> list[tuple[str, str, Exporter, int | None]]:
+def _jobs(names: list[str], defaults: bool = False) -> list[tuple[str, str, Exporter, int | None]]:
     """(model, file name, exporter, opset) for every file to build."""
     jobs: list[tuple[str, str, Exporter, int | None]] = []
     for name in names:
         jobs.append((name, f"{name}.ts.onnx", "ts", TS_OPSET))
         jobs.append((name, f"{name}.dynamo.onnx", "dynamo", None))
-        if name == "resnet_basic":
+        if name == "resnet_basic" and not defaults:
             jobs.append((name, f"{name}.ts11.onnx", "ts", 11))
     return jobs
 
 
-def build(out: Path, only: list[str] | None = None) -> list[ExportInfo]:
+def build(out: Path, only: list[str] | None = None, defaults: bool = False) -> list[ExportInfo]:
     names = only or list(ZOO)
     unknown = [n for n in names if n not in ZOO]
     if unknown:
@@ -346,23 +361,23 @@ def build(out: Path, only: list[str] | None = None) -> list[ExportInfo]:
     out.mkdir(parents=True, exist_ok=True)
     infos: list[ExportInfo] = []
     failures: list[str] = []
-    for name, fname, exporter, opset in _jobs(names):
+    for name, fname, exporter, opset in _jobs(names, defaults):
         path = out / fname
         log.info("exporting %s", fname)
         try:
-            info = export_to(name, path, exporter, opset=opset)
+            info = export_to(name, path, exporter, opset=opset, defaults=defaults)
             infos.append(verify(path, info))
         except Exception as exc:  # collect, then fail loudly
             log.exception("FAILED %s", fname)
             failures.append(f"{fname}: {exc}")
-    _write_manifest(out, infos)
+    _write_manifest(out, infos, defaults)
     _log_summary(infos)
     if failures:
         raise ZooError("failed exports:\n  " + "\n  ".join(failures))
     return infos
 
 
-def _write_manifest(out: Path, infos: list[ExportInfo]) -> None:
+def _write_manifest(out: Path, infos: list[ExportInfo], defaults: bool = False) -> None:
     manifest_path = out / "MANIFEST.json"
     entries: dict[str, dict] = {}
     if manifest_path.exists():  # keep entries of models not rebuilt this time (--only)
@@ -371,7 +386,7 @@ def _write_manifest(out: Path, infos: list[ExportInfo]) -> None:
         entries[info.file] = {k: v for k, v in asdict(info).items() if k != "file"}
     entries = {k: entries[k] for k in sorted(entries) if (out / k).exists()}
     manifest = {
-        "generator": "python -m models.build_zoo",
+        "generator": "python -m models.build_zoo" + (" --defaults" if defaults else ""),
         "input": INPUT_NAME,
         "output": OUTPUT_NAME,
         "files": entries,
@@ -398,8 +413,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=DEFAULT_OUT,
-        help="output directory (default: models/zoo)",
+        default=None,
+        help="output directory (default: models/zoo, or models/zoo/defaults with --defaults)",
+    )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="export with each exporter's default settings (constant folding, optimizer)",
     )
     parser.add_argument(
         "--only", nargs="+", metavar="NAME", help=f"subset of {list(ZOO)}"
@@ -418,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.ERROR
     )
     try:
-        build(args.out, args.only)
+        build(args.out or (DEFAULTS_OUT if args.defaults else DEFAULT_OUT), args.only, args.defaults)
     except ZooError as exc:
         log.error("%s", exc)
         return 1

@@ -8,7 +8,11 @@ pruned with ``l1`` at :data:`RATIOS` with exact counts (``round_to=1``) and the 
 granularity. Every result is checked with the full ONNX checker, run in onnxruntime, and verified
 with SPA's own masked-equivalence check (:func:`spa.verify.verify`). A file with groups blocked
 only because a normalisation spans their axis is pruned a second time with
-``prune_norm_axes=True``; its rows report the drift instead of exact equivalence.
+``prune_norm_axes=True``; its rows report the drift instead of exact equivalence. Files under
+``models/zoo/defaults`` (each exporter's *default* export: BatchNorm folded, optimizer on) also
+get a row of the command line's defaults (:data:`CLI_CRITERION` at :data:`CLI_RATIO`,
+``--round-to auto``): checker, onnxruntime at batch 1 and :data:`BATCH`, drift, and the plan
+replayed to the same weights.
 
 The rows hold no timings, so :func:`compare_rows` can ask for them to be equal: counts, params,
 MACs and verdicts exactly, drift within :data:`DRIFT_RTOL`. ``tests/test_coverage.py`` does
@@ -56,14 +60,23 @@ MAX_REASON_CHARS = 150
 
 DEFAULT_MODE = "default"
 NORM_MODE = "prune_norm_axes"
+CLI_MODE = "cli_default"
 SECTIONS = {
     DEFAULT_MODE: "Default mode",
     NORM_MODE: "Approximate mode: prune_norm_axes=True",
+    CLI_MODE: "The command line's defaults on default exports",
     "files": "Zoo files",
 }
+#: What ``spa prune MODEL`` does with no option but the ratio (the CLI's defaults).
+CLI_CRITERION = "obspa"
+CLI_RATIO = 0.4
+CLI_ROUND_TO = "auto"
+#: Zoo folder of the exports made with each exporter's default settings.
+DEFAULTS_DIR = "defaults"
 RESULT_COLUMNS = ("model", "exporter", "ratio", "groups found / pruned / blocked / unchanged",
                   "params before → after", "MACs before → after", "checker", "onnxruntime", "equivalence",
                   "result", "blocked because")
+CLI_COLUMNS = (*RESULT_COLUMNS[:7], "onnxruntime (batch 1 and 2)", "drift, plan replay", *RESULT_COLUMNS[9:])
 FILE_COLUMNS = ("file", "exporter (MANIFEST.json)", "opset", "inputs", "outputs")
 EQUIVALENCE = RESULT_COLUMNS.index("equivalence")
 RESULT = RESULT_COLUMNS.index("result")
@@ -288,6 +301,54 @@ def result_row(original: onnx.ModelProto, path: Path, ratio: float, section: str
                          result, blocked_summary([b.reason for b in report.blocked])))
 
 
+def _replays(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Any) -> tuple[str, bool]:
+    """Whether replaying ``plan`` on ``original`` gives ``pruned``'s weights, tensor for tensor."""
+    from onnx import numpy_helper
+
+    import spa
+
+    try:
+        again = spa.prune(original, from_plan=plan, seed=SEED)[0]
+    except Exception as exc:  # noqa: BLE001 - reported in the table
+        return f"replay FAIL: {_first_line(exc)}", False
+    a = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in again.graph.initializer}
+    if a.keys() != b.keys() or not all(np.array_equal(a[k], b[k]) for k in a):
+        return "replay FAIL: other weights", False
+    return "replays", True
+
+
+def cli_default_row(original: onnx.ModelProto, path: Path, reference: dict[str, np.ndarray],
+                    zoo: Path = ZOO) -> Row:
+    """``spa prune MODEL --ratio 0.4`` with every other setting at its default: one row."""
+    import spa
+    from spa.runtime import make_session, random_inputs, run
+
+    model, exporter = model_and_exporter(path, zoo)
+    head = (model, exporter, f"{CLI_RATIO:g}")
+    try:
+        pruned, plan, report = spa.prune(original, ratio=CLI_RATIO, criterion=CLI_CRITERION, round_to=CLI_ROUND_TO,
+                                         seed=SEED)
+    except Exception as exc:  # noqa: BLE001 - a crash is a FAIL row with its cause, never hidden
+        return Row(CLI_MODE, (*head, "—", "—", "—", "—", "—", "—", FAIL, f"spa.prune raised {_first_line(exc)}"))
+    shapes = input_shapes(original)
+    checker, ok_checker = _checker(pruned)
+    runs, ok_runs = _runs(pruned, random_inputs(original, seed=SEED, shapes=shapes, batch=BATCH), reference)
+    if ok_runs:  # batch 1 as well: a dynamic batch must stay dynamic
+        one = {k: [1, *v[1:]] if v else v for k, v in shapes.items()}
+        feeds = random_inputs(original, seed=SEED, shapes=one)
+        runs, ok_runs = _runs(pruned, feeds, run(make_session(original), feeds))
+    drift, ok_drift = _equivalence(original, pruned, plan, shapes)
+    replay, ok_replay = _replays(original, pruned, plan)
+    ok = ok_checker and ok_runs and ok_drift and ok_replay
+    result = (PASS if report.groups_pruned else BLOCKED) if ok else FAIL
+    groups = (f"{report.groups_total} / {report.groups_pruned} / {len(report.blocked)} / "
+              f"{report.groups_unchanged}")
+    return Row(CLI_MODE, (*head, groups, _before_after(report.before.params, report.after.params),
+                          _before_after(report.before.macs, report.after.macs), checker, runs,
+                          f"{drift}, {replay}", result, blocked_summary([b.reason for b in report.blocked])))
+
+
 def has_norm_blocked_groups(model: onnx.ModelProto) -> bool:
     """Whether ``prune_norm_axes`` would unblock a group: one only a normalisation keeps whole."""
     import spa
@@ -318,6 +379,8 @@ def rows_for_file(path: Path, zoo: Path = ZOO) -> list[Row]:
         norm = False
     if norm:
         rows += [result_row(original, path, r, NORM_MODE, reference, zoo) for r in RATIOS]
+    if path.resolve().relative_to(zoo.resolve()).parts[0] == DEFAULTS_DIR:
+        rows.append(cli_default_row(original, path, reference, zoo))
     log.info("%s: %d rows in %.2f s", rows[0].cells[0], len(rows), time.perf_counter() - t0)
     return rows
 
@@ -385,6 +448,17 @@ decomposed or fused) averages over them, pruned again with `prune_norm_axes=True
 (`spa prune --prune-norm-axes`). The rows are approximate by nature: the drift is reported.
 """
 
+CLI_INTRO = """\
+What a user gets from `spa prune MODEL --ratio {ratio:g}` with no other option, on the files of
+`models/zoo/{folder}/`: the zoo's models exported with each exporter's *default* settings
+(TorchScript with constant folding, dynamo with its optimizer: BatchNorm folded into the
+convolutions, equal biases shared), the way most models reach SPA (`python -m models.build_zoo
+--defaults`). The criterion is `{criterion}` (compensated, so the result is approximate by design:
+**drift** is `max|pruned − original| / max|original|` of the worst output), `--round-to {round_to}`.
+The pruned model runs in onnxruntime at batch 1 and {batch}, and **plan replay** prunes the original
+again from the written plan and must give the same weights, tensor for tensor.
+"""
+
 FILES_INTRO = "The files, with the exporter and versions their `MANIFEST.json` records.\n"
 
 
@@ -401,8 +475,10 @@ def render(rows: Sequence[Row], date: str | None = None) -> str:
     date = date or datetime.date.today().isoformat()
     text = HEADER.format(command=COMMAND, date=date, versions=_versions(), criterion=CRITERION,
                          ratios=" and ".join(f"{r:g}" for r in RATIOS), batch=BATCH, seq=SEQ, summary=summary(rows))
+    cli_intro = CLI_INTRO.format(ratio=CLI_RATIO, folder=DEFAULTS_DIR, criterion=CLI_CRITERION,
+                                 round_to=CLI_ROUND_TO, batch=BATCH)
     for section, intro, columns in ((DEFAULT_MODE, "", RESULT_COLUMNS), (NORM_MODE, NORM_INTRO, RESULT_COLUMNS),
-                                    ("files", FILES_INTRO, FILE_COLUMNS)):
+                                    (CLI_MODE, cli_intro, CLI_COLUMNS), ("files", FILES_INTRO, FILE_COLUMNS)):
         text += f"\n## {SECTIONS[section]}\n\n" + (intro + "\n" if intro else "")
         text += "\n".join(_table(columns, [r for r in rows if r.section == section])) + "\n"
     return text
@@ -417,14 +493,15 @@ def parse(text: str) -> list[Row]:
             section = by_title.get(line[3:].strip())
         elif section and line.startswith("|") and not line.startswith("|---"):
             cells = tuple(c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1])
-            if cells not in (RESULT_COLUMNS, FILE_COLUMNS):
+            if cells not in (RESULT_COLUMNS, CLI_COLUMNS, FILE_COLUMNS):
                 rows.append(Row(section, cells))
     return rows
 
 
-def _drift(cell: str) -> float | None:
-    m = re.fullmatch(r"approx, drift (\S+)", cell)
-    return float(m.group(1)) if m else None
+def _drift(cell: str) -> tuple[float, str] | None:
+    """The drift figure of an equivalence cell, and what follows it (``, replays``)."""
+    m = re.fullmatch(r"approx, drift ([^,\s]+)(.*)", cell)
+    return (float(m.group(1)), m.group(2)) if m else None
 
 
 def same_cells(a: Row, b: Row) -> bool:
@@ -434,7 +511,8 @@ def same_cells(a: Row, b: Row) -> bool:
     for k, (x, y) in enumerate(zip(a.cells, b.cells)):
         dx, dy = (_drift(x), _drift(y)) if a.section != "files" and k == EQUIVALENCE else (None, None)
         if dx is not None and dy is not None:
-            if abs(dx - dy) > DRIFT_ATOL + DRIFT_RTOL * max(abs(dx), abs(dy)):
+            (fx, rest_x), (fy, rest_y) = dx, dy
+            if rest_x != rest_y or abs(fx - fy) > DRIFT_ATOL + DRIFT_RTOL * max(abs(fx), abs(fy)):
                 return False
         elif x != y:
             return False

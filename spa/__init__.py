@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from spa.api import Analysis, PruneResult, analyze, prune, verify_models
-from spa.errors import SpaError
+from spa.errors import RewriteError, SpaError
 from spa.io import load_model, save_model
 from spa.plan import Plan
 
@@ -16,6 +16,7 @@ __all__ = [
     "Analysis",
     "Plan",
     "PruneResult",
+    "RewriteError",
     "SpaError",
     "__version__",
     "analyze",

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from spa.graph import FLOAT_TYPES, ModelContext, attr
+from spa.rules.quant import float_view, is_quantization_parameter, is_quantized_weight, qop_of
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         return out * _size(k)  # a symbolic contraction (attention's softmax·V over the sequence) counts 1
     if op == "Einsum" and len(node.input) > 1:
         return _einsum_macs(node, ctx)
+    if op in ("LSTM", "GRU", "RNN") and node.domain in ("", "ai.onnx"):
+        return _recurrent_macs(node, ctx)
+    q = qop_of(node)
+    if q is not None and q.weight is not None:  # QLinearConv, QLinearMatMul, QGemm: as their float op
+        return node_macs(float_view(node, q), ctx)
     if node.domain == "com.microsoft":
         return _contrib_macs(node, ctx)
     return 0
@@ -90,6 +96,16 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
             sizes[label] = max(sizes.get(label, 1), _size(d))
     batch = ctx.batch_multiples.get(node.output[0], 1)  # the output's axis 0 holds that label
     return int(np.prod(list(sizes.values()), dtype=np.int64)) * batch
+
+
+def _recurrent_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
+    """LSTM/GRU/RNN: each step of each direction multiplies the input by ``W`` and the state by
+    ``R``: ``steps · batch · dirs · gates·H · (features + H)`` (0 when the weights' shapes are unknown)."""
+    w, r, x = ctx.shape(node.input[1]), ctx.shape(node.input[2]), ctx.shape(node.input[0])
+    if w is None or r is None or x is None or len(x) != 3 or any(d is None for d in (*w, *r)):
+        return 0
+    steps_batch = _size(x[0]) * _size(x[1]) * ctx.batch_multiples.get(node.input[0], 1)
+    return steps_batch * int(w[0]) * int(w[1]) * (int(w[2]) + int(r[2]))  # type: ignore[arg-type]
 
 
 def _size(d: int | None) -> int:
@@ -156,8 +172,8 @@ def _mha_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 
 
 def measure(ctx: ModelContext, with_size: bool = True, at: dict[str, list[int]] | None = None) -> Cost:
-    """Parameters (elements of float stored tensors), MACs, and serialized size (-1 when
-    ``with_size`` is False).
+    """Parameters (elements of float stored tensors, and of the integer codes of QDQ weights, their
+    scales and zero points left out), MACs, and serialized size (-1 when ``with_size`` is False).
 
     ``at`` (input name -> concrete shape, :attr:`spa.sizes.InputSizes.typical`) counts MACs at
     those input sizes: the counted ops' tensors with a dynamic size are read from one onnxruntime
@@ -166,7 +182,9 @@ def measure(ctx: ModelContext, with_size: bool = True, at: dict[str, list[int]] 
     """
     params = 0
     for name in [*ctx.initializers, *ctx.constant_nodes]:
-        if ctx.dtypes.get(name) in FLOAT_TYPES:
+        if is_quantization_parameter(ctx, name):
+            continue  # a QDQ scale or zero point belongs to the weight it dequantizes
+        if ctx.dtypes.get(name) in FLOAT_TYPES or is_quantized_weight(ctx, name):
             params += _prod(ctx.shape(name)) or 0
     concrete = _shapes_at(ctx, at) if at else {}
     saved = ctx.shapes, ctx.batch_multiples

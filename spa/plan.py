@@ -156,7 +156,9 @@ def units_from_plan(plan: Plan, groups: list[Group], ctx: ModelContext) -> dict[
 
     Each entry says which units of its group it keeps and which it drops (a member may hold only
     some units, e.g. one input of a concat); a unit no entry drops is kept. Afterwards every
-    stored member of the group must be sliced exactly as the plan says (or not at all).
+    stored member of the group must be sliced exactly as the plan says (or not at all). A prunable
+    group the plan does not touch keeps all its units, as when the plan was made: a compensating
+    criterion refits its consumers too, since their inputs may have changed upstream.
     """
     entries: dict[Space, SliceEntry] = {}
     for s in plan.slices:
@@ -198,4 +200,7 @@ def units_from_plan(plan: Plan, groups: list[Group], ctx: ModelContext) -> dict[
             if (entry.keep if entry else list(range(ctx.dim(*space) or 0))) != expect.tolist():
                 raise PlanError(f"plan slices '{space[0]}' axis {space[1]} differently from the channels coupled to it")
         result[gid] = units
+    for g in groups:
+        if g.prunable and g.id not in result:
+            result[g.id] = np.arange(g.n_units)
     return result

@@ -135,8 +135,9 @@ _SAME_LAYOUT = {
     "Mish", "Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Identity", "Cast",
     "Dropout", "BatchNormalization", "InstanceNormalization", "LRN", "Concat", "Split", "Pad", "ThresholdedRelu",
     "Not", "Equal", "Less", "Greater", "And", "Or", "Xor", "CastLike", "Shrink", "Silu", "QuickGelu",
+    "QuantizeLinear", "DequantizeLinear", "QLinearAdd", "QLinearMul", "QLinearLeakyRelu", "QLinearSigmoid",
 }
-_POOLS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
+_POOLS = {"Conv", "MaxPool", "AveragePool", "LpPool", "QLinearConv", "ConvInteger", "QLinearAveragePool"}
 
 
 def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:

@@ -57,3 +57,22 @@ def test_missing_external_data_is_a_clear_error(tmp_path: Path) -> None:
         assert "external data" in str(exc) or "w.data" in str(exc)
     else:
         raise AssertionError("expected SpaError")
+
+
+def test_wheel_ships_license_and_types_and_declares_tomli(tmp_path: Path) -> None:
+    """What a user installs: the Apache-2.0 LICENSE, ``py.typed`` (PEP 561), tomli on Python 3.10,
+    and the errors the API raises importable from ``spa``."""
+    import zipfile
+
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(root)], check=True, capture_output=True, timeout=300)
+    wheel = next(tmp_path.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "spa/py.typed" in names
+    assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names)
+    assert "Requires-Dist: tomli>=2; python_version < \"3.11\"" in metadata
+    assert "Apache-2.0" in metadata
+    assert issubclass(spa.RewriteError, spa.SpaError)

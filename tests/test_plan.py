@@ -47,6 +47,19 @@ def test_replay_reproduces_the_model(name: str) -> None:
     assert_masked_equivalent(original, replay, plan)
 
 
+def test_compensated_replay_refits_consumers_of_groups_the_plan_leaves_whole() -> None:
+    """``--round-to auto`` leaves small groups whole; their consumers' inputs still change upstream,
+    so obspa refits them. The replay must too (it used to skip them: other weights in fc1/fc2)."""
+    original = spa.load_model(ZOO / "defaults" / "conv_flatten_linear.ts.onnx")
+    first, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", round_to="auto")
+    assert report.groups_unchanged >= 1 and plan.compensated
+    replay = spa.prune(original, from_plan=plan)[0]
+    a, b = _inits(first), _inits(replay)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_plan_names_every_shrunk_float_tensor_of_the_input() -> None:
     original = spa.load_model(ZOO / "mobilenetv2.ts.onnx")
     pruned, plan, _ = spa.prune(original, ratio=0.5)

@@ -46,11 +46,12 @@ def test_transformer_zoo_is_complete() -> None:
     assert all(f"{n}.{e}.onnx" in MODELS for n in names for e in ("ts", "dynamo"))
 
 
-@pytest.mark.parametrize("ratio", [0.3, 0.6])
-@pytest.mark.parametrize("name", MODELS)
-def test_prune_heads_and_mlp(name: str, ratio: float) -> None:
+# Every file here at ratios 0.3 and 0.6 (checker, onnxruntime, masked equivalence on 5-token inputs)
+# is a row of docs/coverage.md, recomputed by tests/test_coverage.py.
+@pytest.mark.parametrize("name", ["llama_nn.ts.onnx", "vit_nn.dynamo.onnx"])
+def test_prune_heads_and_mlp(name: str) -> None:
     original = spa.load_model(ZOO / name)
-    pruned, plan, report = spa.prune(original, ratio=ratio)
+    pruned, plan, report = spa.prune(original, ratio=0.6)
     onnx.checker.check_model(pruned, full_check=True)
     assert report.after.macs < report.before.macs
     assert plan.options["heads"] == "whole"

@@ -110,8 +110,11 @@ def test_both_exporters_prune_alike(stem: str) -> None:
     assert ts.groups_pruned == dyn.groups_pruned
 
 
-@pytest.mark.parametrize("name,stats", [(m, "moments") for m in MODELS] + [
-    (m, "synthetic") for m in ("resnet_basic.ts.onnx", "densenet_block.dynamo.onnx", "misc_ops.ts.onnx")])
+# The default statistics (synthetic) run on every zoo file in tests/criteria/test_obspa.py and, on
+# the exporters' default exports, in docs/coverage.md (tests/test_coverage.py); moments on a few.
+@pytest.mark.parametrize("name,stats", [(m, "moments") for m in (
+    "resnet_basic.ts.onnx", "mobilenetv2.dynamo.onnx", "densenet_block.ts.onnx", "misc_ops.dynamo.onnx",
+    "se_block.ts.onnx")])
 def test_obspa_prunes_every_zoo_model(name: str, stats: str) -> None:
     original = spa.load_model(ZOO / name)
     pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", stats=stats, verify_result=True)

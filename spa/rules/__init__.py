@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from spa.rules import constants, contrib, conv, dense, einsum, elementwise, indexing, layout, norm, pooling, sequence  # noqa: F401,E501  (registration)
+from spa.rules import (  # noqa: F401,E501  (registration)
+    constants,
+    contrib,
+    conv,
+    dense,
+    einsum,
+    elementwise,
+    indexing,
+    layout,
+    norm,
+    pooling,
+    quant,
+    recurrent,
+    sequence,
+)
 from spa.rules.base import (
     Block,
     Coupling,

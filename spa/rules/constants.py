@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from spa.graph import ModelContext, Space, node_label
+from spa.graph import ModelContext, Space, attr, node_label
 from spa.rules.base import Coupling, KeptMap, RewriteSink, Rule, register
 
 
@@ -46,3 +46,51 @@ class RangeRule(Rule):
                 if name == y:
                     changed = out.set_input_constant(reader, k, literal) or changed
         return changed
+
+
+def _target_reader(node: onnx.NodeProto) -> onnx.NodeProto:
+    """``node`` seen as a reader of a target shape in input 1, as Reshape and Expand read theirs,
+    so that the shape-target helpers of :mod:`spa.rules.layout` apply to ConstantOfShape."""
+    proxy = onnx.NodeProto()
+    proxy.CopyFrom(node)
+    del proxy.input[:]
+    proxy.input.extend(["", node.input[0]])
+    return proxy
+
+
+@register
+class ConstantOfShapeRule(Rule):
+    """ConstantOfShape filled with 0: a tensor of zeros whose axes take their sizes from the shape
+    input (TorchScript builds an LSTM's initial state as ``ConstantOfShape([dirs, batch, H])``).
+
+    Pruning an axis writes the new size into the shape literal (or the Concat piece that holds it).
+    Refuses a fill value other than 0 (a removed channel would not be zero in the masked model),
+    a size computed at run time, and asking about the shape input.
+    """
+
+    op_types = ("ConstantOfShape",)
+
+    def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
+        from spa.rules.layout import _couple_target
+
+        c = Coupling()
+        if space[0] != node.output[0]:
+            return c.block(space, f"{node_label(node)} input '{space[0]}' is a shape")
+        value = attr(node, "value")
+        if value is not None and np.any(onnx.numpy_helper.to_array(value) != 0):  # type: ignore[arg-type]
+            return c.block(space, f"{node_label(node)} fills with a value other than 0")
+        _couple_target(ctx, c, _target_reader(node), space[1], keep_values=())
+        return c
+
+    def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
+        from spa.rules.layout import _rewrite_target
+
+        y = node.output[0]
+        literal = ctx.constant_value(node.input[0])
+        if literal is None:  # built by a Concat: the helper rewrites the piece, on the real Concat
+            return _rewrite_target(_target_reader(node), ctx, kept, out, keep_values=())
+        value = np.array(literal, dtype=np.int64).reshape(-1)
+        for b in range(value.size):
+            if (y, b) in kept:
+                value[b] = len(kept[(y, b)])
+        return out.set_input_constant(node, 0, value)
