@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from spa.errors import InvalidArgumentError
-from spa.runtime import input_specs
+from spa.inputs import NP_TYPES, SuppliedInputs, input_specs
 
 #: Arrays of ``--calib`` data that hold targets, not inputs (for the gradient criteria).
 TARGET_KEYS = ("labels", "targets")
@@ -77,3 +77,20 @@ def load_targets(path: str | os.PathLike[str], model: onnx.ModelProto) -> np.nda
     if len(found) > 1:
         raise InvalidArgumentError(f"--calib {Path(path)}: holds both {' and '.join(found)}; keep one")
     return np.asarray(arrays[found[0]]) if found else None
+
+
+def load_inputs(path: str | os.PathLike[str], model: onnx.ModelProto) -> SuppliedInputs:
+    """``--inputs DATA.npz``: one array per model input with its dtype and rank, and its static sizes."""
+    where = f"--inputs {path}"
+    arrays = read_arrays(path, "--inputs")
+    out: dict[str, np.ndarray] = {}
+    for name, dims, et in input_specs(model):
+        if name not in arrays:
+            raise InvalidArgumentError(f"{where}: no array for model input '{name}' (found: {sorted(arrays) or 'none'})")
+        a, want = arrays[name], NP_TYPES.get(et)
+        if want is not None and a.dtype != np.dtype(want):
+            raise InvalidArgumentError(f"{where}: array '{name}' has dtype {a.dtype}, the model expects {np.dtype(want)}")
+        if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims, a.shape)):
+            raise InvalidArgumentError(f"{where}: array '{name}' has shape {a.shape}, the model expects {dims}")
+        out[name] = a
+    return SuppliedInputs(out, str(path))

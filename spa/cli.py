@@ -114,7 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spa.runtime import resolve_device
 
             args.device = resolve_device(args.device)
-        code = args.func(args)
+        from spa.commands.common import inputs_scope
+
+        with inputs_scope(args):
+            code = args.func(args)
     except SpaError as exc:
         return _fail(exc, args.quiet, start, cmd)
     except KeyboardInterrupt:

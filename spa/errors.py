@@ -63,3 +63,7 @@ class GateError(SpaError):
 
 class TargetError(SpaError):
     """A pruning target (``--target-latency``, ``--target-speedup``) cannot be met."""
+
+
+class InputSynthesisError(SpaError):
+    """onnxruntime failed on SPA's synthetic inputs; real ones are needed (``--inputs DATA.npz``)."""

@@ -216,7 +216,7 @@ def _shapes_at(ctx: ModelContext, at: dict[str, list[int]]) -> dict[str, tuple[i
         return {}
     wanted = list(dict.fromkeys(wanted))
     try:
-        got = run(ShapeProbe(ctx.model, wanted, quiet=True), random_inputs(ctx.model, seed=0, shapes=at))
+        got = run(ShapeProbe(ctx.model, wanted), random_inputs(ctx.model, seed=0, shapes=at))
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
         log.warning("MACs counted at placeholder sizes: the model did not run at %s (%s)", at,
                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)

@@ -14,6 +14,7 @@ import onnx
 
 from spa.errors import RewriteError, SpaError
 from spa.graph import ModelContext, Space
+from spa.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
 from spa.passes import (
     CleanupPass,
     CompensateWeightsPass,
@@ -100,17 +101,18 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
 
     if serialized_size(pruned) > LARGE_MODEL_BYTES:
         _check_structure(weightless(pruned), pruned, original)
-        session = ShapeProbe(pruned, [], device, quiet=True)
+        session = ShapeProbe(pruned, [], device)
     else:
         data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
         _check_structure(data, pruned, original)
-        session = make_session(data, device, quiet=True)
+        session = make_session(data, device)
     if sizes is None:
-        _check_runs(lambda: run(session, random_inputs(pruned, seed=0)), "")
+        _check_runs(lambda: run(session, random_inputs(pruned, seed=0)), pruned, "")
         return
     for shapes, expected in zip(sizes.sizes.checks, sizes.outputs):
         where = _where(sizes.sizes, shapes)
-        got = _check_runs(lambda s=shapes: run(session, random_inputs(pruned, seed=0, shapes=s)), where)  # type: ignore[misc]
+        got = _check_runs(lambda s=shapes: run(session, random_inputs(pruned, seed=0, shapes=s)), pruned,  # type: ignore[misc]
+                          where)
         for name, shape in expected.items():
             if name in got and (len(got[name].shape) != len(shape) if sizes.value_dependent
                                 else tuple(got[name].shape) != shape):
@@ -140,13 +142,18 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], dict[str, np.ndarray]], where: str) -> dict[str, np.ndarray]:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise; ``where`` names its sizes."""
+def _check_runs(run_once: Callable[[], dict[str, np.ndarray]], pruned: onnx.ModelProto,
+                where: str) -> dict[str, np.ndarray]:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise; ``where`` names its
+    sizes. When it fails on synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs
+    are to blame, not the rewrite: the error asks for real ones."""
     try:
         return run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
+        if supplied() is None and is_runtime_error(exc) and derive_domains(pruned).underived():
+            raise synthesis_error(pruned, exc) from None
         at = f" {where}, where the original runs" if where else ""
         raise RewriteError(f"the pruned model does not run in onnxruntime{at} ({_first_line(exc)}); {_BUG}") from None
 

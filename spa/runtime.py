@@ -20,6 +20,8 @@ import numpy as np
 import onnx
 
 from spa.errors import InvalidArgumentError, SpaError
+from spa.inputs import derive_domains, draw, resolve_shapes, supplied
+from spa.inputs import input_specs as input_specs  # re-exported: its home was here
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +111,13 @@ def providers_for(device: str) -> list[str]:
 
 
 def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", threads: int = 0,
-                 basic: bool = False, quiet: bool = False) -> Any:
+                 basic: bool = False) -> Any:
     """An InferenceSession on ``device`` (``threads`` 0 lets onnxruntime choose) from a model,
     a path, or serialized bytes. ``basic`` keeps onnxruntime to its basic graph optimisations
-    (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`); ``quiet``
-    keeps onnxruntime from logging a failed run (for runs whose failure SPA reports itself)."""
+    (for sessions that read intermediate tensors, see :class:`spa.shapes.ShapeProbe`)."""
     ort = _ort()
     opts = ort.SessionOptions()
-    opts.log_severity_level = 4 if quiet else 3
+    opts.log_severity_level = 4  # fatal only: every error onnxruntime logs is also raised, and SPA reports it once
     if basic:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
@@ -137,57 +138,33 @@ def make_session(model: onnx.ModelProto | str | bytes, device: str = "cpu", thre
         return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
-_NP_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32,
-    onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16,
-    onnx.TensorProto.INT64: np.int64,
-    onnx.TensorProto.INT32: np.int32,
-    onnx.TensorProto.BOOL: np.bool_,
-    onnx.TensorProto.UINT8: np.uint8,
-    onnx.TensorProto.INT8: np.int8,
-}
-
-
-def input_specs(model: onnx.ModelProto) -> list[tuple[str, list[int | str | None], int]]:
-    """``(name, dims, elem_type)`` for every real graph input (initializers excluded)."""
-    inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        tt = i.type.tensor_type
-        dims: list[int | str | None] = []
-        for d in tt.shape.dim:
-            dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
-        specs.append((i.name, dims, tt.elem_type))
-    return specs
-
-
 def random_inputs(
     model: onnx.ModelProto, seed: int = 0, shapes: dict[str, list[int]] | None = None, batch: int = 1
 ) -> dict[str, np.ndarray]:
-    """Seeded random feeds: floats ~ N(0, 1), integers in [0, 10), booleans at random.
+    """Seeded feeds with values the graph accepts (:mod:`spa.inputs`): floats ~ N(0, 1), token
+    ids below their table, positions counting from the cache length, masks of ones, an empty KV
+    cache, other integers in [0, 10), booleans at random.
 
-    Symbolic dims take ``batch`` on axis 0 and 1 elsewhere unless ``shapes`` names the input.
+    Symbolic dims take ``batch`` on axis 0 and 1 elsewhere (0 for a cache's past length) unless
+    ``shapes`` names the input; a dim that is an expression of others (``past + seq``) follows
+    them. Within :func:`spa.inputs.use_inputs`, the arrays given there (``--inputs``) are used
+    instead: as they are without ``shapes``, else fitted to them (synthetic values where an empty
+    array, such as a prefill's cache, cannot fill a size).
     """
+    domains = derive_domains(model)
+    given = supplied()
+    if given is not None and not given.covers([d.name for d in domains.inputs]):
+        given = None
+    if given is not None and not shapes:
+        return {d.name: given.arrays[d.name] for d in domains.inputs}
+    hints = {**{k: list(v.shape) for k, v in given.arrays.items()}, **(shapes or {})} if given else shapes
+    sizes = resolve_shapes(domains, hints, lambda d, k: batch if k == 0 else 1)
+    past = domains.past_in(sizes)
     rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for name, dims, et in input_specs(model):
-        if shapes and name in shapes:
-            shape = list(shapes[name])
-        else:
-            shape = [d if isinstance(d, int) and d > 0 else (batch if k == 0 else 1) for k, d in enumerate(dims)]
-        dtype = _NP_TYPES.get(et)
-        if dtype is None:
-            raise SpaError(f"input '{name}' has element type {onnx.TensorProto.DataType.Name(et)}, "
-                           "which SPA cannot generate")
-        if np.issubdtype(dtype, np.floating):
-            feeds[name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype is np.bool_:
-            feeds[name] = rng.random(shape) < 0.5
-        else:
-            feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+    feeds = {}
+    for d in domains.inputs:
+        real = given.fit(d.name, sizes[d.name]) if given is not None else None
+        feeds[d.name] = real if real is not None else draw(d, sizes[d.name], rng, past)
     return feeds
 
 

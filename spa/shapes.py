@@ -70,14 +70,14 @@ class ShapeProbe:
     its arithmetic at tiny input sizes. ``run`` takes the same feeds as a session of ``model``.
     """
 
-    def __init__(self, model: onnx.ModelProto, tensors: list[str], device: str = "cpu", quiet: bool = False) -> None:
+    def __init__(self, model: onnx.ModelProto, tensors: list[str], device: str = "cpu") -> None:
         light = weightless(model, keep=lambda t: t.data_type not in _ZERO_FED)
         existing = {o.name for o in light.graph.output}
         light.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in existing)
         # Basic optimisations only: onnxruntime 1.31's full level (its NCHWc layout transformer)
         # drops a requested Conv output when the Conv's weight is fed as an input and an Add
         # follows (timm coatnet_nano_rw_224, dynamo export, after pruning).
-        self.session = make_session(light, device, basic=True, quiet=quiet)
+        self.session = make_session(light, device, basic=True)
         stored = {t.name: t for t in model.graph.initializer}
         self.zeros = {i.name: np.zeros([int(d) for d in stored[i.name].dims], _ZERO_FED[stored[i.name].data_type])
                       for i in self.session.get_inputs() if i.name in stored}

@@ -392,7 +392,7 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
     """
     sizes = derive(model, stated)
     try:
-        probe = ShapeProbe(model, [], device, quiet=True)
+        probe = ShapeProbe(model, [], device)
     except Exception as exc:  # noqa: BLE001 - onnxruntime refuses some valid models (ops it lacks)
         log.warning("onnxruntime cannot load the model (%s); input sizes are not checked on it", _first_line(exc))
         return CheckedSizes(sizes, [])

@@ -5,10 +5,13 @@ fields with the power spectrum of natural images: amplitude ``∝ 1/|f|`` over t
 (Field 1987; van der Schaaf and van Hateren 1996), each sample and channel standardised to mean
 0 and variance 1. Neighbouring pixels of such a field are strongly correlated, as in real images,
 whereas white noise would make every feature map spatially rough. Other float inputs are
-``N(0, 1)``; integer and boolean inputs are drawn as in :func:`spa.runtime.random_inputs`.
+``N(0, 1)``; token ids, positions, masks, KV caches, integer and boolean inputs are drawn as in
+:func:`spa.runtime.random_inputs`, from the value domains :mod:`spa.inputs` derives. An input
+whose values SPA cannot derive takes the ``--inputs`` array when one is given.
 
 Symbolic sizes: axis 0 is the batch; other symbolic axes take the typical sizes given
-(:mod:`spa.sizes`, valid for the model's strides), else :data:`SPATIAL_SIZE` when spatial and 1 otherwise.
+(:mod:`spa.sizes`, valid for the model's strides), else :data:`SPATIAL_SIZE` when spatial and 1
+otherwise (a KV cache's past length 0: the prefill step).
 """
 
 from __future__ import annotations
@@ -16,11 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import onnx
 
-from spa.errors import SpaError
 from spa.graph import ModelContext, attr
-from spa.runtime import _NP_TYPES, input_specs
+from spa.inputs import derive_domains, draw, resolve_shapes, supplied
 
 #: Size given to a symbolic spatial axis of an image input.
 SPATIAL_SIZE = 64
@@ -63,37 +64,27 @@ def pink_field(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int
     return field / np.where(std > 0, std, 1.0)
 
 
-def input_shape(dims: list[int | str | None], batch: int, axes: tuple[int, ...],
-                given: list[int] | None = None) -> tuple[int, ...]:
-    """A concrete shape: static sizes kept, symbolic ones from ``batch`` on axis 0 and from
-    ``given`` (the typical shape, :mod:`spa.sizes`) or else :data:`SPATIAL_SIZE` elsewhere."""
-    if given is not None:
-        return tuple(d if isinstance(d, int) and d > 0 else (batch if k == 0 else int(given[k]))
-                     for k, d in enumerate(dims))
-    return tuple(d if isinstance(d, int) and d > 0 else (batch if k == 0 else SPATIAL_SIZE if k in axes else 1)
-                 for k, d in enumerate(dims))
-
-
 def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int = 0,
                       shapes: dict[str, list[int]] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """``n_batches`` feeds of ``batch`` samples each (seeded, reproducible); ``shapes`` gives the
-    typical input shapes (their batch aside) that dynamic sizes take."""
-    specs = input_specs(ctx.model)
+    typical input shapes (:mod:`spa.sizes`, their batch aside) that other dynamic sizes take."""
+    domains = derive_domains(ctx.model)
+    axes = {d.name: spatial_axes(ctx, d.name, len(d.dims)) if d.kind == "float" else () for d in domains.inputs}
+    typical = shapes or {}
+    sizes = resolve_shapes(domains, None, lambda d, k: batch if k == 0 else typical[d.name][k] if d.name in typical
+                           else SPATIAL_SIZE if k in axes[d.name] else 1)
+    past = domains.past_in(sizes)
+    given = supplied()  # real values (--inputs) for the inputs whose valid values SPA cannot derive
     for b in range(n_batches):
         rng = np.random.default_rng([seed, b])
         feeds: dict[str, np.ndarray] = {}
-        for name, dims, et in specs:
-            axes = spatial_axes(ctx, name, len(dims))
-            shape = input_shape(dims, batch, axes, (shapes or {}).get(name))
-            dtype = _NP_TYPES.get(et)
-            if dtype is None:
-                raise SpaError(f"input '{name}' has element type {onnx.TensorProto.DataType.Name(et)}, "
-                               "which SPA cannot generate; give --calib data")
-            if np.issubdtype(dtype, np.floating):
-                x = pink_field(rng, shape, axes) if axes else rng.standard_normal(shape)
-                feeds[name] = x.astype(dtype)
-            elif dtype is np.bool_:
-                feeds[name] = rng.random(shape) < 0.5
+        for d in domains.inputs:
+            real = given.fit(d.name, sizes[d.name]) if given is not None and not d.derived and d.name in given.arrays \
+                else None
+            if real is not None:
+                feeds[d.name] = real
+            elif d.kind == "float" and axes[d.name]:
+                feeds[d.name] = pink_field(rng, sizes[d.name], axes[d.name]).astype(d.dtype)
             else:
-                feeds[name] = rng.integers(0, 10, size=shape).astype(dtype)
+                feeds[d.name] = draw(d, sizes[d.name], rng, past)
         yield feeds

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from spa.errors import InvalidArgumentError
+from spa.inputs import derive_domains, is_runtime_error, synthesis_error, use_inputs
 from spa.runtime import DEVICES
 
 log = logging.getLogger("spa")
@@ -169,3 +171,38 @@ def load_side_inputs(model: object, calib: str | None, eval_path: str | None) ->
 
         eval_data = load_eval(eval_path, model)  # type: ignore[arg-type]
     return calib_data, eval_data
+
+
+def add_inputs_arg(p: argparse.ArgumentParser, also: str = "") -> None:
+    """``--inputs DATA.npz``: real input values instead of synthetic ones (:func:`inputs_scope`)."""
+    p.add_argument("--inputs", metavar="DATA.npz",
+                   help="arrays keyed by input name used instead of synthetic inputs for shape probes, checks and "
+                        f"verification{also} (for models whose valid inputs SPA cannot derive)")
+
+
+def _model_path(args: argparse.Namespace) -> str | None:
+    return getattr(args, "model", None) or getattr(args, "original", None)
+
+
+@contextlib.contextmanager
+def inputs_scope(args: argparse.Namespace) -> Iterator[None]:
+    """Run a command with ``--inputs`` in effect (if given); an onnxruntime failure on synthetic
+    inputs that SPA could not derive becomes a one-line error naming them."""
+    given = None
+    if getattr(args, "inputs", None) and _model_path(args):
+        from spa.calib import load_inputs
+        from spa.io import load_model
+
+        given = load_inputs(args.inputs, load_model(_model_path(args), external_data=False))
+    try:
+        with use_inputs(given):
+            yield
+    except Exception as exc:
+        if given is not None or not is_runtime_error(exc) or not _model_path(args):
+            raise
+        from spa.io import load_model
+
+        model = load_model(_model_path(args), external_data=False)
+        if not derive_domains(model).underived():
+            raise  # every input was derived: onnxruntime failing is a bug to report, with its traceback
+        raise synthesis_error(model, exc) from None

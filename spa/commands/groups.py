@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import EXIT_OK, add_common, add_shape_arg, emit, shapes_from_pairs
+from spa.commands.common import EXIT_OK, add_common, add_inputs_arg, add_shape_arg, emit, shapes_from_pairs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--prune-norm-axes", action="store_true", help="as for spa prune: norm axes are not blocked")
     add_shape_arg(p, "typical whole shape of input NAME (repeatable): the sizes SPA runs the model at to see "
                      "shapes static inference leaves unknown (default: derived from the graph)")
+    add_inputs_arg(p)
     add_common(p)
     p.set_defaults(func=run)
     return p

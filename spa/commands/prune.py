@@ -16,6 +16,7 @@ from spa.commands.common import (
     PRUNE_CRITERION,
     add_common,
     add_criterion_args,
+    add_inputs_arg,
     add_selection_args,
     add_shape_arg,
     calib_targets,
@@ -30,6 +31,7 @@ from spa.commands.common import (
     shapes_from_pairs,
 )
 from spa.errors import GateError, VerificationError
+from spa.inputs import supplied
 
 PRUNE_BENCH_WARMUP, PRUNE_BENCH_RUNS = 3, 20  # `spa prune --bench`: quick, both models alike
 
@@ -60,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
     calib, eval_data = _side_inputs(args, model)
+    given = supplied()
+    if calib is None and given is not None and len({len(a) for a in given.arrays.values()}) == 1:
+        calib = given.arrays  # real inputs (--inputs) are also the statistics source
     labels = calib_targets(args.calib, model)
     del model  # prune loads the file and prunes it in place: this copy would double the weights in memory
     result = prune(args.model, args.ratio, args.criterion, global_ranking=args.global_ranking,
@@ -140,6 +145,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="also prune groups a LayerNorm normalises over (approximate: verify reports drift)")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs for obspa: .npz keyed by input name, or a folder of <input>.npy; "
                    "plus 'labels' (or 'targets') for taylor, snip, grasp and crop")
+    add_inputs_arg(p, also=", and for obspa's statistics unless --calib is given")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
                    help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
@@ -186,7 +192,8 @@ def _add_gates(p: argparse.ArgumentParser) -> None:
 
 def _check_outputs(args: argparse.Namespace, out: Path | None) -> None:
     """Every output path is writable, none is an input, and no two are the same file."""
-    inputs = [args.model] + [f for f in (args.from_plan, args.calib, args.eval, getattr(args, "config_file", None)) if f]
+    inputs = [args.model] + [f for f in (args.from_plan, args.calib, args.inputs, args.eval,
+                                         getattr(args, "config_file", None)) if f]
     outputs: dict[str, str | Path] = {"-o/--output": out} if out is not None else {}
     for flag, path in (("--plan", args.plan), ("--report", args.report), ("--markdown", args.markdown)):
         if path:

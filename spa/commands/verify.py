@@ -10,6 +10,7 @@ from spa.commands.common import (
     DEVICES,
     EXIT_OK,
     add_common,
+    add_inputs_arg,
     add_shape_arg,
     check_seed,
     emit,
@@ -56,6 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
     add_shape_arg(p, "typical whole shape of input NAME (repeatable); both models also run at a second size of "
                      "every dynamic axis. Default: sizes derived from the graph (strides, pooling, resizing)")
+    add_inputs_arg(p)
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--json", action="store_true")
     add_common(p)
