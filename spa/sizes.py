@@ -33,6 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from spa.errors import InvalidArgumentError
+from spa.inputs import derive_domains, supplied
 from spa.runtime import input_specs, random_inputs
 from spa.shapes import ShapeProbe
 
@@ -415,8 +416,12 @@ def resolve(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None =
         if sizes.stated:
             raise InvalidArgumentError(f"the model does not run at {sizes.describe()} (the sizes given with --shape): "
                                        f"{first}; give sizes it accepts")
-        log.warning("the model does not run at the sizes SPA derived from its graph (%s: %s); give its input "
-                    "sizes with --shape NAME:D1xD2x... to check the pruned model at them", sizes.describe(), first)
+        # Inputs whose valid values SPA cannot derive (spa.inputs) are the likelier cause: the
+        # pruned model's check then asks for real ones (--inputs), once.
+        blame_values = supplied() is None and bool(derive_domains(model).underived())
+        log.log(logging.INFO if blame_values else logging.WARNING,
+                "the model does not run at the sizes SPA derived from its graph (%s: %s); give its input "
+                "sizes with --shape NAME:D1xD2x... to check the pruned model at them", sizes.describe(), first)
         return CheckedSizes(sizes, [])
     dependent = any(n.op_type in _VALUE_DEPENDENT for n in model.graph.node)
     if not sizes.dynamic:
