@@ -24,6 +24,9 @@ class Criterion:
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
+        #: Typical input shapes (:class:`spa.sizes.InputSizes`, set by :func:`spa.prune`): the sizes
+        #: of synthetic and random inputs a criterion runs the model at (their batch aside).
+        self.input_shapes: dict[str, list[int]] | None = None
 
     def prepare(self, groups: list[Group], ctx: ModelContext) -> None:  # noqa: B027 - optional hook
         """Called once with every prunable group before scoring (e.g. to collect statistics)."""

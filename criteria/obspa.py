@@ -40,10 +40,12 @@ from spa.criteria.l2 import L2Criterion
 
 from spa.consumers import Consumer, find_consumers
 from spa.errors import InvalidArgumentError, SpaError
+from spa.gates import batches
 from spa.graph import ModelContext
 from spa.groups import Group
 from spa.obs import ObsLayer, refit, refit_to, removal_scores
 from spa.runtime import runtime_errors
+from spa.sizes import with_batch
 
 if TYPE_CHECKING:
     from spa.worlds import Stop
@@ -162,12 +164,13 @@ class OBSPACriterion(Criterion):
                 pick = np.unique(np.linspace(0, n - 1, cap).round().astype(np.int64))
                 log.info("obspa: using %d of %d calibration samples (memory budget)", len(pick), n)
                 calib, n = {k: v[pick] for k, v in calib.items()}, len(pick)
-            return [{k: v[i:i + self.batch] for k, v in calib.items()} for i in range(0, n, self.batch)]
+            return list(batches(ctx.model, calib, "--calib"))  # a model's static batch is respected
         from spa.synthetic import synthetic_batches
 
         n = self.samples or sample_count(ctx)
         log.info("obspa: %d synthetic samples", n)
-        return list(synthetic_batches(ctx, math.ceil(n / self.batch), min(self.batch, n), seed=self.seed))
+        return list(synthetic_batches(ctx, math.ceil(n / self.batch), min(self.batch, n), seed=self.seed,
+                                      shapes=self.input_shapes))
 
     # ---- scoring ------------------------------------------------------------------------
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
@@ -360,9 +363,7 @@ class OBSPACriterion(Criterion):
         """Calibration batches of 16, or 8 batches of 16 ``N(0, 1)`` inputs (for the criteria
         that take plain activation statistics: ``fluctuation``, ``activation``)."""
         if self.calib is not None:
-            n = len(next(iter(self.calib.values())))
-            for i in range(0, n, 16):
-                yield {k: v[i:i + 16] for k, v in self.calib.items()}
+            yield from batches(ctx.model, self.calib, "--calib")  # a model's static batch is respected
             return
         yield from self._random_batches(ctx)
 
@@ -370,7 +371,7 @@ class OBSPACriterion(Criterion):
         from spa.runtime import random_inputs
 
         for b in range(8):
-            yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=16)
+            yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=16, shapes=with_batch(ctx.model, self.input_shapes, 16))
 
     def _compensate_independent(self, pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
         comp = Compensation()

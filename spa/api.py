@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,6 +31,8 @@ from spa.rewrite import apply_plan, check_valid
 from spa.rules.attention import HEAD_MODES
 from spa.selection import check_ratio, select_units
 from spa.shapes import complete_with_runtime, infer_shapes
+from spa.sizes import CheckedSizes
+from spa.sizes import resolve as resolve_sizes
 from spa.verify import Verification, verify
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Analysis:
     ctx: ModelContext
     coupling: CouplingGraph
     groups: list[Group]
+    #: The input sizes SPA runs the model at (stated with ``shapes`` or derived), checked on it.
+    sizes: CheckedSizes | None = None
 
     @property
     def prunable(self) -> list[Group]:
@@ -70,13 +74,16 @@ def _load(model: ModelLike) -> tuple[onnx.ModelProto, str]:
 
 
 def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | None = None,
-            prune_norm_axes: bool = False, *, in_place: bool = False, prune_heads: str = "whole") -> Analysis:
+            prune_norm_axes: bool = False, *, in_place: bool = False, prune_heads: str = "whole",
+            shapes: Mapping[str, Sequence[int]] | None = None, device: str = "cpu") -> Analysis:
     """Load, index, couple and group ``model`` (a path or a ModelProto, which is not changed).
 
     Groups that reach a normalisation over their axis (LayerNorm) are blocked unless
     ``prune_norm_axes``: pruning them is approximate. ``prune_heads`` (whole, dims, none) sets the
     granularity of attention heads (:mod:`spa.rules.attention`). With ``in_place`` and a path, the loaded
     model is the working copy (``original`` is None): no second copy of the weights is made.
+    ``shapes`` (input name -> whole shape) states input sizes; the others are derived from the graph
+    (:mod:`spa.sizes`) and the model is run at them: the shape probes use them.
     """
     original, source = _load(model)
     if in_place and not isinstance(model, onnx.ModelProto):
@@ -87,20 +94,22 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
     normalize(work)  # Constant weights lifted, shared parameters untied (spa.normalize)
-    ctx, cg, groups = _couple(work, prune_heads, progress)
+    sizes = resolve_sizes(work, shapes, device)
+    log.info("%s", sizes.sizes.summary())
+    ctx, cg, groups = _couple(work, prune_heads, progress, sizes)
     if retie_uses(work, groups):  # uses of a shared parameter that coupling put in one place
-        ctx, cg, groups = _couple(work, prune_heads, progress)
+        ctx, cg, groups = _couple(work, prune_heads, progress, sizes)
     apply_exclusions(groups, ctx, list(exclude))
     apply_norm_policy(groups, prune_norm_axes)
-    return Analysis(source, original, work, ctx, cg, groups)
+    return Analysis(source, original, work, ctx, cg, groups, sizes)
 
 
-def _couple(work: onnx.ModelProto, prune_heads: str, progress: Progress | None
+def _couple(work: onnx.ModelProto, prune_heads: str, progress: Progress | None, sizes: CheckedSizes
             ) -> tuple[ModelContext, CouplingGraph, list[Group]]:
     ctx = ModelContext.build(work, infer_shapes(work))
     ctx.head_mode = prune_heads
     if creates_channels(ctx):  # else no group can form: nothing needs to run
-        complete_with_runtime(ctx)
+        complete_with_runtime(ctx, sizes.sizes.checks if sizes.ran else None)
     cg = build_coupling(ctx, progress)
     return ctx, cg, find_groups(cg, ctx)
 
@@ -129,6 +138,7 @@ def prune(
     target_speedup: float | None = None,
     threads: int = 0,
     prune_heads: str = "whole",
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
@@ -140,10 +150,13 @@ def prune(
     (``"cross-entropy"`` or ``"mse"``). At most one target replaces ``ratio``:
     ``target_macs``/``target_params`` (fractions of the original, estimated exactly) or
     ``target_latency`` (ms)/``target_speedup`` (a factor), measured in onnxruntime on ``device``
-    with ``threads`` intra-op threads (see :mod:`spa.targets`).
-    The returned model has passed the full ONNX checker and an onnxruntime run, unless no group
-    is prunable (``report.groups_prunable == 0``): then it is returned as loaded, and nothing is
-    scored, rewritten or run.
+    with ``threads`` intra-op threads (see :mod:`spa.targets`). ``shapes`` (input name -> whole
+    shape) states the typical input sizes; unstated dynamic sizes are derived (:mod:`spa.sizes`).
+    The returned model has passed the full ONNX checker and onnxruntime runs at the typical sizes
+    and at a second size of every dynamic axis, with the original's output shapes; MACs in the
+    report are counted at the typical sizes. When no group is prunable
+    (``report.groups_prunable == 0``) the model is returned as loaded, and nothing is scored,
+    rewritten or run.
     """
     from spa.criteria import get_criterion
 
@@ -166,12 +179,16 @@ def prune(
         prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
         prune_heads = str(from_plan.options.get("heads", prune_heads))
     # A model SPA loads itself is pruned in place: a second copy of its weights is never made.
-    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads)
-    before = measure(a.ctx)  # before apply_plan mutates the working copy
+    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads, shapes=shapes,
+                device=device)
+    assert a.sizes is not None
+    typical = a.sizes.sizes.typical if a.sizes.ran else None
+    before = measure(a.ctx, at=typical)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if not a.prunable and (from_plan is None or not from_plan.slices):
         return _nothing_to_prune(a, before, criterion, ratio, seed, t1 - t0)
     if crit is not None:
+        crit.input_shapes = typical  # synthetic and random inputs at sizes valid for the model
         crit.prepare(a.prunable, a.ctx)
     if from_plan is not None:
         kept_units = units_from_plan(from_plan, a.groups, a.ctx)
@@ -192,7 +209,8 @@ def prune(
 
             found = find_ratio_for_latency(a.model, a.ctx, a.prunable, scores, target_ms=target_latency,
                                            target_speedup=target_speedup, global_ranking=global_ranking,
-                                           round_to=round_to, device=device, threads=threads, seed=seed)
+                                           round_to=round_to, device=device, threads=threads, seed=seed,
+                                           shapes=typical)
             ratio, kept_units = found.ratio, found.kept_units
             target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "achieved": found.achieved,
                       **found.details}
@@ -210,14 +228,16 @@ def prune(
     kept = kept_spaces(a.groups, kept_units)
     pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
     share_unsliced_uses(pruned)  # a shared parameter no slice touched stays shared
-    check_valid(pruned, a.original if a.original is not None else a.source, device)
+    check_valid(pruned, a.original if a.original is not None else a.source, device, a.sizes if a.sizes.ran else None)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
     # Exporter patterns static inference cannot see through, and Reshapes that merge the batch
     # with other axes (the MACs of Swin's windows): as for the original (no run for the rest).
-    complete_with_runtime(after_ctx)
-    after = measure(after_ctx)
+    complete_with_runtime(after_ctx, a.sizes.sizes.checks if a.sizes.ran else None)
+    after = measure(after_ctx, at=typical)
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
+    if a.sizes.ran:
+        report.sizes = {**a.sizes.sizes.to_dict(), "summary": a.sizes.sizes.summary(), "single_size": a.sizes.fixed}
     if target is not None and target["kind"] in ("macs", "params"):
         full = getattr(before, target["kind"])
         report.target = {**target, "achieved": getattr(after, target["kind"]) / max(full, 1)}
@@ -225,7 +245,7 @@ def prune(
         report.target = target
     if verify_result:
         original = a.original if a.original is not None else load_model(a.source)
-        v = verify(original, pruned, plan, seed=seed, device=device)
+        v = verify(original, pruned, plan, seed=seed, device=device, sizes=a.sizes.sizes if a.sizes.ran else None)
         report.verification = {**v.to_dict(), "summary": v.summary()}
     t4 = time.perf_counter()
     report.seconds = {"analyze": t1 - t0, "score": t2 - t1, "rewrite": t3 - t2, "measure": t4 - t3}
@@ -285,13 +305,15 @@ def verify_models(
     atol: float | None = None, rtol: float | None = None, device: str = "cpu",
     shapes: dict[str, list[int]] | None = None,
 ) -> Verification:
-    """Masked-equivalence check of ``pruned`` against ``original`` (see :mod:`spa.verify`);
-    ``shapes`` sets whole input shapes (default: dynamic sizes 2 on axis 0, 3 elsewhere)."""
+    """Masked-equivalence check of ``pruned`` against ``original`` (see :mod:`spa.verify`) at the
+    typical input sizes and a second size of every dynamic axis; ``shapes`` states the typical
+    shapes of some inputs (the rest are derived, :mod:`spa.sizes`)."""
     from spa.verify import ATOL, RTOL
 
     o, _ = _load(original)
     p, _ = _load(pruned)
     if (atol is not None and atol < 0) or (rtol is not None and rtol < 0):
         raise InvalidArgumentError("--atol and --rtol must be >= 0")
+    sizes = resolve_sizes(o, shapes, device)
     return verify(o, p, plan, seed=seed, atol=ATOL if atol is None else atol,
-                  rtol=RTOL if rtol is None else rtol, device=device, shapes=shapes)
+                  rtol=RTOL if rtol is None else rtol, device=device, sizes=sizes.sizes if sizes.ran else None)

@@ -45,6 +45,7 @@ from spa.io import check_is_model, load_model, write_external
 from spa.metrics import Cost, measure, serialized_size
 from spa.runtime import INLINE_LIMIT, _ort, input_specs, make_session, random_inputs, resolve_device
 from spa.shapes import complete_with_runtime, infer_shapes
+from spa.sizes import derive
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,8 @@ def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] |
     """Concrete input shapes and the batch size for ``model``.
 
     ``shapes`` gives whole shapes by input name; other inputs take their static sizes, ``batch``
-    (default 1) on a dynamic axis 0 and 1 on any other dynamic axis (with a warning). The batch
+    (default 1) on a dynamic axis 0 and the typical size :func:`spa.sizes.derive` gives any other
+    dynamic axis (with a warning). The batch
     is axis 0 of the inputs whose axis 0 is dynamic, 1 if there are none.
     """
     specs = input_specs(model)
@@ -191,6 +193,7 @@ def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] |
             raise InvalidArgumentError(f"--shape {n}: {where} has no input '{n}' (inputs: {', '.join(names)})")
     out: dict[str, list[int]] = {}
     batches: set[int] = set()
+    typical: dict[str, list[int]] | None = None
     for name, dims, _ in specs:
         dyn0 = bool(dims) and not _static(dims[0])
         if name in shapes:
@@ -212,9 +215,11 @@ def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] |
                 elif k == 0:
                     s.append(batch or 1)
                 else:
-                    log.warning("%s: input '%s' axis %d (%s) is dynamic; using 1 (set it with --shape %s:...)",
-                                where, name, k, d or "?", name)
-                    s.append(1)
+                    typical = typical or derive(model).typical  # once, and only for a dynamic non-batch axis
+                    derived = typical[name][k]
+                    log.warning("%s: input '%s' axis %d (%s) is dynamic; using %d, derived from the graph "
+                                "(set it with --shape %s:...)", where, name, k, d or "?", derived, name)
+                    s.append(derived)
         if dyn0:
             batches.add(s[0])
         out[name] = s

@@ -27,6 +27,7 @@ import onnx
 
 from spa.errors import InvalidArgumentError
 from spa.runtime import input_specs, make_session, random_inputs, run
+from spa.sizes import with_batch
 from spa.verify import OutputDiff
 
 #: Seeded N(0, 1) samples the drift is measured on when no ``--calib`` data is given.
@@ -204,12 +205,14 @@ def batches(model: onnx.ModelProto, arrays: Mapping[str, np.ndarray], where: str
         yield {k: v[start:start + step] for k, v in arrays.items()}
 
 
-def random_batches(model: onnx.ModelProto, seed: int, samples: int = DRIFT_SAMPLES) -> list[dict[str, np.ndarray]]:
+def random_batches(model: onnx.ModelProto, seed: int, samples: int = DRIFT_SAMPLES,
+                   shapes: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, np.ndarray]]:
     """``samples`` seeded N(0, 1) samples: one run at batch ``samples`` on a dynamic batch axis,
-    else ``samples`` runs at the model's own batch size (seeds ``seed``, ``seed + 1``, ...)."""
+    else ``samples`` runs at the model's own batch size (seeds ``seed``, ``seed + 1``, ...).
+    ``shapes`` (the typical sizes, :mod:`spa.sizes`) sizes the other dynamic axes."""
     if _fixed_batch(model) is None:
-        return [random_inputs(model, seed=seed, batch=samples)]
-    return [random_inputs(model, seed=seed + i) for i in range(samples)]
+        return [random_inputs(model, seed=seed, batch=samples, shapes=with_batch(model, shapes, samples))]
+    return [random_inputs(model, seed=seed + i, shapes=with_batch(model, shapes, 1)) for i in range(samples)]
 
 
 @dataclass
@@ -228,13 +231,15 @@ class Drift:
 
 
 def measure_drift(original: onnx.ModelProto, pruned: onnx.ModelProto, *, seed: int = 0, device: str = "cpu",
-                  calib: Mapping[str, np.ndarray] | None = None, calib_name: str = "--calib") -> Drift:
+                  calib: Mapping[str, np.ndarray] | None = None, calib_name: str = "--calib",
+                  shapes: Mapping[str, Sequence[int]] | None = None) -> Drift:
     """Relative drift ``max_o max|pruned_o - original_o| / max|original_o|`` over all samples.
 
     The samples are ``calib`` (arrays keyed by input name), else :data:`DRIFT_SAMPLES` seeded
-    N(0, 1) samples. The maxima are taken over every sample and element before dividing.
+    N(0, 1) samples at the input ``shapes`` (the typical sizes; their batch aside). The maxima are
+    taken over every sample and element before dividing.
     """
-    feeds = list(batches(original, calib, calib_name)) if calib else random_batches(original, seed)
+    feeds = list(batches(original, calib, calib_name)) if calib else random_batches(original, seed, shapes=shapes)
     s_orig, s_pruned = make_session(original, device), make_session(pruned, device)
     max_abs: dict[str, float] = {}
     scale: dict[str, float] = {}

@@ -82,6 +82,11 @@ def render(report: Mapping[str, Any], *, command: str, plan_groups: Sequence[Map
         delta = f"{(aa - ab) * 100:+.1f} pt" if ab is not None and aa is not None else "-"
         lines.append(f"| top-1 accuracy | {_pct(ab)} | {_pct(aa)} | {delta} |")
     lines.append("")
+    sizes = report.get("sizes")
+    if sizes:
+        also = ", ".join(_code(_shapes(s)) for s in sizes["checked"][1:])
+        lines.append(f"Input sizes: {_code(_shapes(sizes['typical']))} (MACs and checks)"
+                     + (f"; the pruned model also ran at {also}." if also else "."))
     if bench:
         ideal = bench.get("ideal_speedup")
         lines.append(f"Latency: onnxruntime {bench['providers'][0]}, batch {bench['batch']}, median of "
@@ -177,3 +182,7 @@ def _label(group: Mapping[str, Any]) -> str:
     hits = [m for m in members if m.rsplit(":", 1)[0] in sliced]
     producers = [m for m in hits if m.endswith("weight:0")]  # the filters that make the channels
     return (producers or hits or members or ["?"])[0]
+
+
+def _shapes(shapes: dict[str, list[int]]) -> str:
+    return " ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in shapes.items())

@@ -1,7 +1,8 @@
 """Static cost of a model: parameters and multiply-accumulates (MACs).
 
-MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum at batch size 1
-(symbolic dims count as 1, except an axis 0 that the probe runs saw to be the batch times a fixed
+MACs count the multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and Einsum at the input
+sizes given to :func:`measure` (``spa prune`` gives the typical sizes of :mod:`spa.sizes`); without
+them at batch size 1 (symbolic dims count as 1, except an axis 0 that the probe runs saw to be the batch times a fixed
 number, such as Swin's batch·windows: ``ModelContext.batch_multiples``), and of onnxruntime's
 fused ``com.microsoft`` ops that hide such
 products: ``Attention`` (the packed QKV projection, the scores ``Q·Kᵀ`` and the context
@@ -170,18 +171,57 @@ def _mha_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     return b * s * keys * d + b * s * keys * dv
 
 
-def measure(ctx: ModelContext, with_size: bool = True) -> Cost:
+def measure(ctx: ModelContext, with_size: bool = True, at: dict[str, list[int]] | None = None) -> Cost:
     """Parameters (elements of float stored tensors, and of the integer codes of QDQ weights, their
-    scales and zero points left out), MACs, and serialized size (-1 when ``with_size`` is False)."""
+    scales and zero points left out), MACs, and serialized size (-1 when ``with_size`` is False).
 
+    ``at`` (input name -> concrete shape, :attr:`spa.sizes.InputSizes.typical`) counts MACs at
+    those input sizes: the counted ops' tensors with a dynamic size are read from one onnxruntime
+    run of the model at them (weights fed as zeros). Without it, or when that run fails (with a
+    warning), symbolic sizes count as described in the module docstring.
+    """
     params = 0
     for name in [*ctx.initializers, *ctx.constant_nodes]:
         if is_quantization_parameter(ctx, name):
             continue  # a QDQ scale or zero point belongs to the weight it dequantizes
         if ctx.dtypes.get(name) in FLOAT_TYPES or is_quantized_weight(ctx, name):
             params += _prod(ctx.shape(name)) or 0
-    macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
+    concrete = _shapes_at(ctx, at) if at else {}
+    saved = ctx.shapes, ctx.batch_multiples
+    if concrete:  # the run's shapes replace the symbolic ones; its axis 0 is the real product already
+        ctx.shapes, ctx.batch_multiples = {**ctx.shapes, **concrete}, {}
+    try:
+        macs = sum(node_macs(n, ctx) for n in ctx.model.graph.node)
+    finally:
+        ctx.shapes, ctx.batch_multiples = saved
     return Cost(params=params, macs=macs, size_bytes=serialized_size(ctx.model) if with_size else -1)
+
+
+_COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
+
+
+def _shapes_at(ctx: ModelContext, at: dict[str, list[int]]) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes, at input shapes ``at``, of the counted ops' tensors that have a dynamic size."""
+    from spa.runtime import random_inputs, run
+    from spa.shapes import ShapeProbe
+
+    wanted = []
+    for node in ctx.model.graph.node:
+        if node.op_type in _COUNTED or node.domain == "com.microsoft":
+            for t in [*node.input, *node.output]:
+                s = ctx.shapes.get(t)
+                if t and not ctx.is_constant(t) and (s is None or None in s):
+                    wanted.append(t)
+    if not wanted:
+        return {}
+    wanted = list(dict.fromkeys(wanted))
+    try:
+        got = run(ShapeProbe(ctx.model, wanted), random_inputs(ctx.model, seed=0, shapes=at))
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+        log.warning("MACs counted at placeholder sizes: the model did not run at %s (%s)", at,
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return {}
+    return {t: tuple(int(d) for d in np.shape(v)) for t, v in got.items() if t in wanted}
 
 
 def serialized_size(model: onnx.ModelProto) -> int:

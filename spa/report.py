@@ -34,6 +34,8 @@ class Report:
     verification: dict[str, Any] | None = None
     #: With --target-macs / --target-params: the target, the ratio found, the fraction achieved.
     target: dict[str, Any] | None = None
+    #: The input sizes MACs were counted and the model checked at (:meth:`spa.sizes.InputSizes.to_dict`).
+    sizes: dict[str, Any] | None = None
 
     @property
     def nothing_to_prune(self) -> bool:
@@ -59,6 +61,8 @@ class Report:
             f"{len(self.blocked)} blocked, {self.groups_unchanged} unchanged; "
             f"{self.units_removed} channel units removed"
         )
+        if self.sizes is not None:
+            lines.append(str(self.sizes.get("summary", "")))
         for b in self.blocked[:10]:
             lines.append(f"  blocked group {b.group} ({b.name}, {b.units} units): {b.reason}")
         if len(self.blocked) > 10:

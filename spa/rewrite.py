@@ -27,6 +27,7 @@ from spa.passes import (
 )
 from spa.passes.materialize_views import views_to_materialize
 from spa.plan import Plan
+from spa.sizes import CheckedSizes, InputSizes
 
 log = logging.getLogger(__name__)
 
@@ -81,26 +82,56 @@ def _downstream(ctx: ModelContext, tensors: set[str]) -> set[str]:
 LARGE_MODEL_BYTES = 256 << 20
 
 
-def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu") -> None:
-    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime.
+def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu",
+                sizes: CheckedSizes | None = None) -> None:
+    """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime at
+    every size of ``sizes`` (:func:`spa.sizes.resolve`: the typical sizes and a second set in which
+    every dynamic axis differs), giving there the output shapes the original gives. Without
+    ``sizes``, one run at :func:`~spa.runtime.random_inputs`' default sizes.
 
-    ``original`` (a model, a path, or None when it is no longer at hand) is only consulted when
-    the pruned model fails the checker: if the original fails it too, only the structure is
-    checked. Serializing a model for the checker and onnxruntime copies its weights two or three
-    times; models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead (see
-    :func:`_check_large`).
+    ``original`` (a model, a path, or None when it is no longer at hand) is consulted when the
+    pruned model fails: if the original fails the full checker too, only the structure is checked;
+    if it does not run on the same inputs either, that is :class:`OriginalRunError`, not a bug in
+    SPA. Serializing a model for the checker and onnxruntime copies its weights two or three times;
+    models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead: their large
+    float weights are typed inputs, fed zeros (:class:`~spa.shapes.ShapeProbe`). What that leaves
+    out, the per-tensor checks of those weights' data, holds by construction (they are the input's
+    tensors, or numpy slices of them) and is checked again when :func:`spa.io.save_model` writes them.
     """
     from spa.metrics import serialized_size
-
-    if serialized_size(pruned) > LARGE_MODEL_BYTES:
-        _check_large(pruned, original, device)
-        return
     from spa.runtime import make_session, random_inputs, run
+    from spa.shapes import ShapeProbe, weightless
 
-    data = pruned.SerializeToString()  # once, for both the checker and onnxruntime
     run_original = _original_run(original, pruned, device)
+    large = serialized_size(pruned) > LARGE_MODEL_BYTES
+    data = weightless(pruned) if large else pruned.SerializeToString()  # once, for the checker and onnxruntime
     _check_structure(data, pruned, original, run_original)
-    _check_runs(lambda: run(make_session(data, device), random_inputs(pruned, seed=0)), pruned, run_original)
+    sessions: list[object] = []
+
+    def session() -> object:  # made inside the checked runs: a model onnxruntime cannot load fails there
+        if not sessions:
+            sessions.append(ShapeProbe(pruned, [], device) if large else make_session(data, device))
+        return sessions[0]
+
+    if sizes is None:
+        _check_runs(lambda: run(session(), random_inputs(pruned, seed=0)), pruned, "",  # type: ignore[arg-type]
+                    None if run_original is None else lambda: run_original(None))
+        return
+    for shapes, expected in zip(sizes.sizes.checks, sizes.outputs):
+        where = _where(sizes.sizes, shapes)
+        got = _check_runs(lambda s=shapes: run(session(), random_inputs(pruned, seed=0, shapes=s)),  # type: ignore[misc,arg-type]
+                          pruned, where, None if run_original is None else lambda s=shapes: run_original(s))
+        for name, shape in expected.items():
+            if name in got and (len(got[name].shape) != len(shape) if sizes.value_dependent
+                                else tuple(got[name].shape) != shape):
+                raise RewriteError(f"the pruned model gives output '{name}' of shape {list(got[name].shape)} "
+                                   f"{where}, where the original gives {list(shape)}; {_BUG}")
+
+
+def _where(sizes: InputSizes, shapes: dict[str, list[int]]) -> str:
+    """``at input 'x' axis 3 = 40 (x:2x3x48x40)``: the run's sizes, naming the axes that differ from typical."""
+    axes = sizes.differing(shapes)
+    return f"at {axes} ({sizes.describe(shapes)})" if axes else f"at the typical sizes {sizes.describe(shapes)}"
 
 
 _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude can skip the offending layer"
@@ -108,7 +139,7 @@ _BUG = "nothing was written. This is a bug in SPA: please report it; --exclude c
 
 def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
                      original: onnx.ModelProto | str | None,
-                     run_original: Callable[[], object] | None = None) -> None:
+                     run_original: Callable[[dict[str, list[int]] | None], object] | None = None) -> None:
     """The full checker on ``checked`` (the pruned model, serialized or weightless). When the
     input model itself fails the full check, only the structure of ``checked`` is checked. When
     it passes but does not run in onnxruntime (``run_original`` raises: the checker cannot see a
@@ -118,20 +149,21 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         if original is None or _passes_full_check(original):
             if run_original is not None:
-                _raise_if_original_fails(run_original)
+                _raise_if_original_fails(lambda: run_original(None))
             raise RewriteError(f"the pruned model fails onnx.checker ({_first_line(exc)}); {_BUG}") from None
         log.warning("the input model itself fails the full onnx check; checked structure only")
         onnx.checker.check_model(pruned if isinstance(checked, bytes) else checked, full_check=False)
 
 
-def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto,
-                run_original: Callable[[], object] | None = None) -> None:
-    """``run_once`` (an onnxruntime run of the pruned model) must not raise. When it fails on
-    synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs are to blame, not the
-    rewrite: the error asks for real ones. When ``run_original`` (the same run of the input model)
-    fails too, the input model cannot run on these inputs: :class:`OriginalRunError`, not a bug in SPA."""
+def _check_runs(run_once: Callable[[], dict[str, np.ndarray]], pruned: onnx.ModelProto, where: str,
+                run_original: Callable[[], object] | None = None) -> dict[str, np.ndarray]:
+    """``run_once`` (an onnxruntime run of the pruned model) must not raise; ``where`` names its
+    sizes. When it fails on synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs
+    are to blame, not the rewrite: the error asks for real ones. When ``run_original`` (the same
+    run of the input model) fails too, the input model cannot run on these inputs:
+    :class:`OriginalRunError`, not a bug in SPA."""
     try:
-        run_once()
+        return run_once()
     except SpaError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
@@ -139,7 +171,8 @@ def _check_runs(run_once: Callable[[], object], pruned: onnx.ModelProto,
             raise synthesis_error(pruned, exc) from None
         if run_original is not None:
             _raise_if_original_fails(run_original)
-        raise RewriteError(f"the pruned model does not run in onnxruntime ({_first_line(exc)}); {_BUG}") from None
+        at = f" {where}, where the original runs" if where else ""
+        raise RewriteError(f"the pruned model does not run in onnxruntime{at} ({_first_line(exc)}); {_BUG}") from None
 
 
 def _raise_if_original_fails(run_original: Callable[[], object]) -> None:
@@ -174,17 +207,17 @@ class _LoadFailure(Exception):
 
 
 def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProto,
-                  device: str) -> Callable[[], object] | None:
-    """The onnxruntime run :func:`check_valid` makes of the pruned model, made of ``original``
-    (same inputs: pruning keeps the interface); None without an original."""
+                  device: str) -> Callable[[dict[str, list[int]] | None], object] | None:
+    """The onnxruntime run :func:`check_valid` makes of the pruned model at the given input sizes,
+    made of ``original`` (same inputs: pruning keeps the interface); None without an original."""
     if original is None:
         return None
     from spa.metrics import serialized_size
     from spa.runtime import make_session, random_inputs, run
     from spa.shapes import ShapeProbe
 
-    def run_original() -> object:
-        feeds = random_inputs(pruned, seed=0)
+    def run_original(shapes: dict[str, list[int]] | None) -> object:
+        feeds = random_inputs(pruned, seed=0, shapes=shapes)
         try:
             if isinstance(original, onnx.ModelProto) and serialized_size(original) > LARGE_MODEL_BYTES:
                 session: object = ShapeProbe(original, [], device)
@@ -194,24 +227,9 @@ def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProt
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
             raise _LoadFailure(exc) from None
-        return run(session, feeds)
+        return run(session, feeds)  # type: ignore[arg-type]
 
     return run_original
-
-
-def _check_large(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str) -> None:
-    """:func:`check_valid` without a copy of the weights: the checker and onnxruntime see the
-    model with its large float weights as typed inputs (fed zeros in onnxruntime, see
-    :class:`~spa.shapes.ShapeProbe`). What this leaves out, the per-tensor checks of those
-    weights' data, holds by construction (they are the input's tensors, or numpy slices of them)
-    and is checked again on the file when :func:`spa.io.save_model` writes it."""
-    from spa.runtime import random_inputs, run
-    from spa.shapes import ShapeProbe, weightless
-
-    run_original = _original_run(original, pruned, device)
-    _check_structure(weightless(pruned), pruned, original, run_original)
-    _check_runs(lambda: run(ShapeProbe(pruned, [], device), random_inputs(pruned, seed=0)),  # type: ignore[arg-type]
-                pruned, run_original)
 
 
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:

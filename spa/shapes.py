@@ -2,7 +2,7 @@
 
 Static inference cannot see through some exporter patterns (a Pad whose pads are computed
 from the input's rank, a Resize whose sizes come from a Shape chain). For those tensors SPA
-runs the model twice in onnxruntime (batch 1 then 2; other dynamic sizes 2 then 3), reading the
+runs the model twice in onnxruntime (at the two sets of sizes of :mod:`spa.sizes`), reading the
 holes as extra outputs: a size that is the same in both runs is static, one that differs stays
 unknown.
 """
@@ -10,7 +10,7 @@ unknown.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -169,8 +169,13 @@ def _counted_outputs(ctx: ModelContext) -> list[str]:
     return out
 
 
-def complete_with_runtime(ctx: ModelContext) -> int:
+def complete_with_runtime(ctx: ModelContext, probes: Sequence[dict[str, list[int]]] | None = None) -> int:
     """Fill holes in ``ctx.shapes`` from two onnxruntime runs; returns how many were filled.
+
+    ``probes`` gives the input shapes of the two runs (:class:`spa.sizes.InputSizes`: typical,
+    then second, every dynamic size different and valid for the model); default
+    :data:`PROBE_SIZES`. With sizes too small for the model's strides (2 and 3 under four stride-2
+    layers both become 1) a dynamic size looks static and would be frozen.
 
     Also records the concrete shapes both runs saw for the ends of Reshapes with dynamic sizes
     (``ctx.sample_shapes``), which lets the Reshape rule pair axes such as ``B·H`` with ``(B, H)``,
@@ -191,7 +196,8 @@ def complete_with_runtime(ctx: ModelContext) -> int:
         return 0
     try:
         sess = ShapeProbe(ctx.model, list(dict.fromkeys(holes + ends + batched)))
-        runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=_probe_shapes(ctx.model, k))) for k in (0, 1)]
+        shapes = [_probe_shapes(ctx.model, k) for k in (0, 1)] if not probes else [probes[0], probes[-1]]
+        runs = [run(sess, random_inputs(ctx.model, seed=0, shapes=s)) for s in shapes]
     except Exception as exc:  # noqa: BLE001 - a model onnxruntime cannot run keeps its holes
         log.info("could not run the model to complete %d shapes: %s", len(holes), str(exc).splitlines()[0])
         return 0

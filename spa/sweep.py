@@ -240,6 +240,7 @@ def sweep(
     runs: int = 20,
     keep_models: bool = False,
     progress: Progress | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> SweepResult:
     """Prune ``model`` at each ratio and measure every result against the original.
 
@@ -248,7 +249,8 @@ def sweep(
     keyed by input name) adds drift and top-1 agreement against the original, and with ``labels``
     and ``loss`` it feeds the gradient criteria as in :func:`spa.prune`; ``eval_data``
     (the same plus ``labels``) adds top-1 accuracy. ``keep_models`` keeps the pruned models in
-    the result (``result.models``). Raises :class:`~spa.errors.SpaError` subclasses for bad input.
+    the result (``result.models``). ``shapes`` states typical input shapes (:mod:`spa.sizes`): MACs
+    and latency are measured at the typical sizes. Raises :class:`~spa.errors.SpaError` subclasses for bad input.
     """
     from spa.api import _load, prune
 
@@ -265,13 +267,15 @@ def sweep(
     points: list[SweepPoint] = []
     pruned_models: list[onnx.ModelProto] = []
     steps = len(ratios) + (1 if bench else 0)
+    typical = None
     for k, r in enumerate(ratios):
         if progress:
             progress("prune", k, steps)
         t1 = time.perf_counter()
         pruned, _, report = prune(original, r, criterion, global_ranking=global_ranking, round_to=round_to,
                                   exclude=exclude, seed=seed, device=device, stats=stats, calib=calib,
-                                  labels=labels, loss=loss, prune_norm_axes=prune_norm_axes)
+                                  labels=labels, loss=loss, prune_norm_axes=prune_norm_axes, shapes=shapes)
+        typical = (report.sizes or {}).get("typical")
         if not points:
             points.append(SweepPoint(0.0, report.before.params, report.before.macs, report.before.size_bytes))
             if report.groups_prunable == 0:
@@ -289,7 +293,7 @@ def sweep(
         if progress:
             progress("bench", len(ratios), steps)
         bench_info = _bench(original, pruned_models, points, device=device, threads=threads, warmup=warmup,
-                            runs=runs, seed=seed)
+                            runs=runs, seed=seed, shapes=typical)
     fidelity_info = None
     if ref is not None:
         base = ref.compare(original)  # 0 and 100 % unless onnxruntime is not deterministic
@@ -313,13 +317,14 @@ def sweep(
 
 
 def _bench(original: onnx.ModelProto, pruned: list[onnx.ModelProto], points: list[SweepPoint], *, device: str,
-           threads: int, warmup: int, runs: int, seed: int) -> dict[str, Any]:
+           threads: int, warmup: int, runs: int, seed: int,
+           shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
     """Time the original and every pruned model together; fill the latency columns of ``points``."""
     from spa.bench import bench_models, resolve_shapes
     from spa.runtime import random_inputs
 
-    shapes, _ = resolve_shapes(original)
-    feeds = random_inputs(original, seed=seed, shapes=shapes)  # every pruned model has the same inputs
+    concrete, _ = resolve_shapes(original, shapes)  # the typical sizes MACs were counted at
+    feeds = random_inputs(original, seed=seed, shapes=concrete)  # every pruned model has the same inputs
     names = ["original"] + [f"ratio {p.ratio:g}" for p in points[1:]]
     results = bench_models([original, *pruned], names=names, device=device, threads=threads, warmup=warmup,
                            runs=runs, inputs=feeds)

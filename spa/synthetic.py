@@ -9,8 +9,9 @@ whereas white noise would make every feature map spatially rough. Other float in
 :func:`spa.runtime.random_inputs`, from the value domains :mod:`spa.inputs` derives. An input
 whose values SPA cannot derive takes the ``--inputs`` array when one is given.
 
-Symbolic sizes: axis 0 is the batch; other symbolic axes take :data:`SPATIAL_SIZE` when spatial
-and 1 otherwise (a KV cache's past length 0: the prefill step).
+Symbolic sizes: axis 0 is the batch; other symbolic axes take the typical sizes given
+(:mod:`spa.sizes`, valid for the model's strides), else :data:`SPATIAL_SIZE` when spatial and 1
+otherwise (a KV cache's past length 0: the prefill step).
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ def pink_field(rng: np.random.Generator, shape: tuple[int, ...], axes: tuple[int
     return field / np.where(std > 0, std, 1.0)
 
 
-def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """``n_batches`` feeds of ``batch`` samples each (seeded, reproducible)."""
+def synthetic_batches(ctx: ModelContext, n_batches: int, batch: int, seed: int = 0,
+                      shapes: dict[str, list[int]] | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """``n_batches`` feeds of ``batch`` samples each (seeded, reproducible); ``shapes`` gives the
+    typical input shapes (:mod:`spa.sizes`, their batch aside) that other dynamic sizes take."""
     domains = derive_domains(ctx.model)
     axes = {d.name: spatial_axes(ctx, d.name, len(d.dims)) if d.kind == "float" else () for d in domains.inputs}
-    sizes = resolve_shapes(domains, None, lambda d, k: batch if k == 0 else SPATIAL_SIZE if k in axes[d.name] else 1)
+    typical = shapes or {}
+    sizes = resolve_shapes(domains, None, lambda d, k: batch if k == 0 else typical[d.name][k] if d.name in typical
+                           else SPATIAL_SIZE if k in axes[d.name] else 1)
     past = domains.past_in(sizes)
     given = supplied()  # real values (--inputs) for the inputs whose valid values SPA cannot derive
     for b in range(n_batches):

@@ -165,7 +165,8 @@ def bisect_ratio(meets: Callable[[float], bool], lo: float, hi: float, tolerance
 def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: list[Group],
                            scores: dict[int, np.ndarray], *, target_ms: float | None = None,
                            target_speedup: float | None = None, global_ranking: bool = False, round_to: int | str = 1,
-                           device: str = "cpu", threads: int = 0, seed: int = 0) -> TargetResult:
+                           device: str = "cpu", threads: int = 0, seed: int = 0,
+                           shapes: dict[str, list[int]] | None = None) -> TargetResult:
     """The smallest ratio (to :data:`RATIO_TOLERANCE`) whose pruned model measures at most
     ``target_ms`` ms, or at least ``target_speedup`` times faster than the original.
 
@@ -174,8 +175,9 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
     random inputs, ``device`` and ``threads``). A latency target compares the candidate's median;
     a speedup target compares the original's median over the candidate's, which is robust to
     load elsewhere on the machine. Ratios below the one whose MACs alone would just give the
-    needed speedup are not tried. Raises :class:`~spa.errors.TargetError` when even
-    :data:`MAX_RATIO` does not meet the target.
+    needed speedup are not tried. ``shapes`` are the input shapes timed (default: bench's, see
+    :func:`spa.bench.resolve_shapes`; :func:`spa.prune` gives the typical sizes). Raises
+    :class:`~spa.errors.TargetError` when even :data:`MAX_RATIO` does not meet the target.
     """
     from spa.bench import bench_model, bench_models, resolve_shapes
     from spa.runtime import random_inputs
@@ -187,8 +189,8 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
         raise InvalidArgumentError(f"--target-latency is in milliseconds and must be > 0, got {target_ms}")
     if target_speedup is not None and not (target_speedup >= 1 and math.isfinite(target_speedup)):
         raise InvalidArgumentError(f"--target-speedup is a factor >= 1 (2 = twice as fast), got {target_speedup}")
-    shapes, _ = resolve_shapes(model)
-    feeds = random_inputs(model, seed=seed, shapes=shapes)
+    concrete, _ = resolve_shapes(model, shapes)
+    feeds = random_inputs(model, seed=seed, shapes=concrete)
     bench_kw: dict[str, Any] = {"device": device, "threads": threads, "warmup": TRIAL_WARMUP, "runs": TRIAL_RUNS,
                                 "inputs": feeds}
     full_macs = max(measure(ctx, with_size=False).macs, 1)

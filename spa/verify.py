@@ -3,10 +3,11 @@ removed channels zeroed.
 
 The masked original zeroes, in every tensor the plan slices, the indices the plan removes. Both
 models run in onnxruntime on the same seeded random inputs and every output is compared with
-``|pruned - masked| <= atol + rtol · max|masked|``. Dynamic sizes take the shape probe's sizes
-(:data:`spa.shapes.PROBE_SIZES`: a batch of 2 and 3 elsewhere, e.g. 3 tokens): with a sequence of
-one token, attention attends to itself only and a rotary embedding is the identity, which would
-hide errors. ``shapes`` overrides them per input. Where equivalence cannot hold by nature
+``|pruned - masked| <= atol + rtol · max|masked|``. Both models run at every size of
+:class:`spa.sizes.InputSizes` (``spa prune --verify``, ``spa verify``): the typical sizes and a
+second size of every dynamic axis (a batch of 2; spatial sizes the strides divide; sequences of 2
+and 3 tokens: with one token, attention attends to itself only and a rotary embedding is the
+identity, which would hide errors). ``shapes`` sets whole input shapes of a single run. Where equivalence cannot hold by nature
 (weights were compensated, or a normalisation spans a pruned axis) the difference is reported as
 *drift* against the unmodified original instead of failing.
 """
@@ -31,6 +32,7 @@ from spa.passes.slice_initializers import stored_tensors
 from spa.plan import Plan
 from spa.rules.quant import qop_of
 from spa.runtime import input_specs, make_session, random_inputs, run
+from spa.sizes import InputSizes
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,10 @@ class Verification:
     passed: bool
     outputs: list[OutputDiff] = field(default_factory=list)
     note: str = ""
-    #: The input shapes both models ran with.
+    #: The input shapes both models ran with (the first run's).
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    #: The input shapes of every run (typical, then a second size of every dynamic axis).
+    runs: list[dict[str, list[int]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -69,7 +73,8 @@ class Verification:
         worst = max(self.outputs, key=lambda o: o.rel, default=None)
         tail = f"; worst output '{worst.name}': max abs {worst.max_abs:.3g}, rel {worst.rel:.3g}" if worst else ""
         verdict = "PASSED" if self.passed else "FAILED"
-        return f"verification ({self.mode}) {verdict}{tail}{'; ' + self.note if self.note else ''}"
+        at = f" at {len(self.runs)} input sizes" if len(self.runs) > 1 else ""
+        return f"verification ({self.mode}) {verdict}{at}{tail}{'; ' + self.note if self.note else ''}"
 
 
 def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
@@ -187,37 +192,55 @@ def verify(
     device: str = "cpu",
     batch: int | None = None,
     shapes: dict[str, list[int]] | None = None,
+    sizes: InputSizes | None = None,
 ) -> Verification:
-    """Run the check described in the module docstring (``batch`` overrides the probe's batch)."""
+    """Run the check described in the module docstring at every size of ``sizes`` (the typical
+    sizes and a second one of every dynamic axis, :mod:`spa.sizes`); without it, once at
+    :func:`input_shapes` (``batch`` overrides the probe's batch). Each output's worst difference
+    over the runs is reported; a run the pruned model fails fails the verification."""
     _check_same_interface(original, pruned)
+    runs = sizes.checks if sizes is not None else [input_shapes(original, batch, shapes)]
     given = supplied()  # real inputs (--inputs) are checked at their own sizes unless others are asked for
     if given is not None and shapes is None and batch is None and given.covers([s[0] for s in input_specs(original)]):
-        sizes = {name: list(a.shape) for name, a in given.arrays.items()}
+        runs = [{name: list(a.shape) for name, a in given.arrays.items()}, *runs[1:]]
+    if plan is None:
+        mode, reference, note = "direct", original, "no plan given: compared to the original as is"
+    elif plan.compensated or plan.inexact:
+        why = "weights were compensated" if plan.compensated else "; ".join(plan.inexact)
+        mode, reference, note = "drift", original, f"masked equivalence does not hold by nature ({why}); drift reported"
     else:
-        sizes = input_shapes(original, batch, shapes)
-    feeds = random_inputs(original, seed=seed, shapes=sizes)
+        mode, reference, note = "masked-equivalence", mask_model(original, plan), ""
     # QDQ models: onnxruntime's full optimisations fuse Dequantize-op-Quantize into integer kernels
     # whose requantisation rounds differently for other channel counts (one quantum apart); the
     # basic level runs the graph's own arithmetic, where zeroed channels add exact zeros.
     basic = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in original.graph.node)
-    got = run(make_session(pruned, device, basic=basic), feeds)
-    if plan is None:
-        ref = run(make_session(original, device), feeds)
-        diffs = compare(ref, got, atol, rtol)
-        return Verification("direct", all(d.ok for d in diffs), diffs, "no plan given: compared to the original as is",
-                            sizes)
-    if plan.compensated or plan.inexact:
-        ref = run(make_session(original, device), feeds)
-        diffs = compare(ref, got, atol, rtol)
-        why = "weights were compensated" if plan.compensated else "; ".join(plan.inexact)
-        return Verification("drift", True, diffs, f"masked equivalence does not hold by nature ({why}); drift reported",
-                            sizes)
-    ref = run(make_session(mask_model(original, plan), device, basic=basic), feeds)
-    diffs = compare(ref, got, atol, rtol)
-    if not all(d.ok for d in diffs) and any(qop_of(n) is not None for n in original.graph.node):
+    ref_session = make_session(reference, device, basic=basic and mode == "masked-equivalence")
+    got_session = make_session(pruned, device, basic=basic)
+    worst: dict[str, OutputDiff] = {}
+    for k, run_shapes in enumerate(runs):
+        feeds = random_inputs(original, seed=seed + k, shapes=run_shapes)
+        ref = run(ref_session, feeds)
+        try:
+            got = run(got_session, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+            text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            where = sizes.differing(run_shapes) if sizes is not None else ""
+            at = f"{where} ({_describe(run_shapes)})" if where else _describe(run_shapes)
+            return Verification(mode, False, list(worst.values()), f"the pruned model does not run at {at}: {text}",
+                                run_shapes, runs)
+        for d in compare(ref, got, atol, rtol):
+            if d.name not in worst or not d.ok or (worst[d.name].ok and d.rel > worst[d.name].rel):
+                worst[d.name] = d
+    diffs = list(worst.values())
+    passed = True if mode == "drift" else all(d.ok for d in diffs)
+    if not passed and mode == "masked-equivalence" and any(qop_of(n) is not None for n in original.graph.node):
         # uint8 activations x int8 weights saturate in pairs of products on x86 (without reduce_range),
         # so such a kernel gives other sums once channels are gone; int8 x int8 and reduce_range are exact.
         return Verification("masked-approx", True, diffs, "QOperator model with uint8 x int8 kernels, which "
                             "saturate on x86 and so differ once channels are removed: the difference to the masked "
-                            "model is reported, not judged", sizes)
-    return Verification("masked-equivalence", all(d.ok for d in diffs), diffs, shapes=sizes)
+                            "model is reported, not judged", runs[0], runs)
+    return Verification(mode, passed, diffs, note, runs[0], runs)
+
+
+def _describe(shapes: dict[str, list[int]]) -> str:
+    return " ".join(f"{k}:{'x'.join(map(str, v))}" for k, v in shapes.items())

@@ -124,6 +124,23 @@ def shape(text: str) -> tuple[str, list[int]]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+SHAPE_HELP = ("typical whole shape of input NAME (repeatable), e.g. x:1x3x48x320; MACs and latency are measured "
+              "at it and the pruned model is also checked at a second size of every dynamic axis. Without it SPA "
+              "derives sizes valid for the model (strides, pooling, resizing) and prints them")
+
+
+def add_shape_arg(p: argparse.ArgumentParser, help_text: str = SHAPE_HELP) -> None:
+    """``--shape NAME:D1xD2x...`` (repeatable), shared by prune, groups, verify and sweep."""
+    p.add_argument("--shape", action="append", type=shape, default=[], metavar="NAME:D1xD2x...", help=help_text)
+
+
+def shapes_from_pairs(pairs: list[tuple[str, list[int]]]) -> dict[str, list[int]] | None:
+    """Repeated ``--shape`` values as one mapping (None when none was given)."""
+    from spa.sizes import shapes_from_pairs as merge
+
+    return merge(pairs)
+
+
 def check_seed(seed: int) -> None:
     if seed < 0:
         raise InvalidArgumentError(f"--seed must be >= 0, got {seed}")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import EXIT_OK, add_common, add_inputs_arg, emit
+from spa.commands.common import EXIT_OK, add_common, add_inputs_arg, add_shape_arg, emit, shapes_from_pairs
 
 
 def run(args: argparse.Namespace) -> int:
     """List the coupled channel groups of MODEL: size, members, and why any is blocked."""
     from spa.api import analyze
 
-    a = analyze(args.model, args.exclude, prune_norm_axes=args.prune_norm_axes, prune_heads=args.prune_heads)
+    a = analyze(args.model, args.exclude, prune_norm_axes=args.prune_norm_axes, prune_heads=args.prune_heads,
+                shapes=shapes_from_pairs(args.shape))
     rows = []
     for g in a.groups:
         rows.append({
@@ -22,11 +23,14 @@ def run(args: argparse.Namespace) -> int:
             "weights": [f"{t}:{ax}" for t, ax in g.params(a.ctx)],
         })
     if args.json:
-        print(json.dumps({"model": args.model, "groups": rows}, indent=1))
+        sizes = a.sizes.sizes.to_dict() if a.sizes else None
+        print(json.dumps({"model": args.model, "sizes": sizes, "groups": rows}, indent=1))
         return EXIT_OK
     n_ok = sum(r["status"] == "prunable" for r in rows)
     emit(args, f"{args.model}: {len(rows)} groups, {n_ok} prunable, "
                f"{sum(r['status'] == 'blocked' for r in rows)} blocked")
+    if a.sizes is not None:
+        emit(args, a.sizes.sizes.summary(pruned=False))
     emit(args, f"{'id':>4} {'units':>6}  {'status':9} {'members':>7}  name / reason")
     for r in rows:
         line = f"{r['id']:>4} {r['units']:>6}  {r['status']:9} {len(r['members']):>7}  {r['name']}"
@@ -46,6 +50,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
                    help="attention granularity, as for spa prune")
     p.add_argument("--prune-norm-axes", action="store_true", help="as for spa prune: norm axes are not blocked")
+    add_shape_arg(p, "typical whole shape of input NAME (repeatable): the sizes SPA runs the model at to see "
+                     "shapes static inference leaves unknown (default: derived from the graph)")
     add_inputs_arg(p)
     add_common(p)
     p.set_defaults(func=run)

@@ -18,6 +18,7 @@ from spa.commands.common import (
     add_criterion_args,
     add_inputs_arg,
     add_selection_args,
+    add_shape_arg,
     calib_targets,
     check_outputs,
     check_seed,
@@ -27,6 +28,7 @@ from spa.commands.common import (
     load_side_inputs,
     progress_bar,
     ratio,
+    shapes_from_pairs,
 )
 from spa.errors import GateError, VerificationError
 from spa.inputs import supplied
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                    stats=args.stats, calib=calib, labels=labels, loss=args.loss, prune_norm_axes=args.prune_norm_axes,
                    target_macs=args.target_macs, target_params=args.target_params,
                    target_latency=args.target_latency, target_speedup=args.target_speedup, threads=args.threads,
-                   prune_heads=args.prune_heads)
+                   prune_heads=args.prune_heads, shapes=shapes_from_pairs(args.shape))
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if result.report.verification is not None and not result.report.verification["passed"]:
         emit(args, result.report.table())
         raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
-    bench = _prune_bench(args, result.model, out) if args.bench else None
+    bench = _prune_bench(args, result.model, out, result.report.sizes) if args.bench else None
     if bench is not None:
         result.report.seconds["bench"] = bench.pop("seconds")
     report_dict = result.report.to_dict()
@@ -130,6 +132,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the report as JSON here")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
     add_selection_args(p)
+    add_shape_arg(p)
     p.add_argument("--target-macs", type=ratio, metavar="F",
                    help="find the ratio that leaves at most F (a fraction) of the original MACs; overrides --ratio")
     p.add_argument("--target-params", type=ratio, metavar="F",
@@ -248,7 +251,8 @@ def _run_gates(args: argparse.Namespace, spec: Any, model: Any, result: Any, ben
     drift = None
     if spec.max_drift is not None:
         drift = measure_drift(model, result.model, seed=args.seed, device=args.device, calib=calib,
-                              calib_name=args.calib or "--calib")
+                              calib_name=args.calib or "--calib",
+                              shapes=(result.report.sizes or {}).get("typical"))
         report_dict["drift"] = drift.to_dict()
     acc = None
     if eval_data is not None:
@@ -306,13 +310,15 @@ def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: 
     return written
 
 
-def _prune_bench(args: argparse.Namespace, pruned: Any, out: Path | None) -> dict[str, Any]:
+def _prune_bench(args: argparse.Namespace, pruned: Any, out: Path | None,
+                 result_sizes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Time the original (``args.model``) and the pruned model on the same inputs and settings (``--bench``)."""
     from spa.bench import bench_models, prune_bench, resolve_shapes
     from spa.runtime import random_inputs
 
     t0 = time.perf_counter()
-    shapes, _ = resolve_shapes(pruned, where=args.model)  # the pruned model has the original's inputs
+    typical = (result_sizes or {}).get("typical")  # the sizes MACs were counted at
+    shapes, _ = resolve_shapes(pruned, typical, where=args.model)  # the pruned model has the original's inputs
     feeds = random_inputs(pruned, seed=args.seed, shapes=shapes)
     kw: dict[str, Any] = {"device": args.device, "threads": args.threads, "warmup": PRUNE_BENCH_WARMUP,
                           "runs": PRUNE_BENCH_RUNS, "inputs": feeds}

@@ -14,12 +14,14 @@ from spa.commands.common import (
     add_common,
     add_criterion_args,
     add_selection_args,
+    add_shape_arg,
     calib_targets,
     check_outputs,
     check_seed,
     emit,
     load_side_inputs,
     progress_bar,
+    shapes_from_pairs,
 )
 from spa.errors import InvalidArgumentError
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                    calib_name=args.calib or "--calib", labels=calib_targets(args.calib, model), loss=args.loss,
                    eval_data=eval_data, prune_norm_axes=args.prune_norm_axes,
                    bench=not args.no_bench, device=args.device, threads=args.threads, warmup=args.warmup,
-                   runs=args.runs, progress=progress_bar())
+                   runs=args.runs, progress=progress_bar(), shapes=shapes_from_pairs(args.shape))
     result.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -134,6 +136,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="DATA.npz", help="labelled data (see spa prune --eval): adds top-1 accuracy")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and the timing inputs")
     p.add_argument("--no-bench", action="store_true", help="do not time the models (cost and fidelity only)")
+    add_shape_arg(p)
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per physical core)")

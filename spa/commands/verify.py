@@ -5,33 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, add_inputs_arg, check_seed, emit, shape
-from spa.errors import InvalidArgumentError, VerificationError
+from spa.commands.common import (
+    DEVICE_HELP,
+    DEVICES,
+    EXIT_OK,
+    add_common,
+    add_inputs_arg,
+    add_shape_arg,
+    check_seed,
+    emit,
+    shapes_from_pairs,
+)
+from spa.errors import VerificationError
 
 
 def run(args: argparse.Namespace) -> int:
     """Check that PRUNED equals ORIGINAL with the plan's removed channels masked to zero.
 
-    Runs both in onnxruntime on the same seeded random inputs (dynamic sizes: a batch of 2, 3
-    elsewhere, unless --shape sets them); exits 3 on a mismatch. Without --plan the outputs are
-    compared directly.
+    Runs both in onnxruntime on the same seeded random inputs, at the typical input sizes (--shape,
+    or derived from the graph) and at a second size of every dynamic axis; exits 3 on a mismatch
+    or when the pruned model fails at one of them. Without --plan the outputs are compared directly.
     """
     from spa.api import verify_models
     from spa.plan import Plan
 
     check_seed(args.seed)
     plan = Plan.load(args.plan) if args.plan else None
-    shapes: dict[str, list[int]] = {}
-    for name, dims in args.shape:
-        if shapes.setdefault(name, dims) != dims:
-            raise InvalidArgumentError(f"--shape {name} given twice with different sizes")
     v = verify_models(args.original, args.pruned, plan, seed=args.seed, atol=args.atol, rtol=args.rtol,
-                      device=args.device, shapes=shapes or None)
+                      device=args.device, shapes=shapes_from_pairs(args.shape))
     if args.json:
         print(json.dumps(v.to_dict(), indent=1))
     else:
         for o in v.outputs:
             emit(args, f"  {o.name}: max abs diff {o.max_abs:.3g} (output scale {o.scale:.3g}) {'ok' if o.ok else 'MISMATCH'}")
+        if v.runs:
+            emit(args, "input sizes: " + "; ".join(" ".join(f"{k}:{'x'.join(map(str, d))}" for k, d in r.items())
+                                                   for r in v.runs))
         emit(args, v.summary())
     if not v.passed:
         raise VerificationError(v.summary())
@@ -46,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
-    p.add_argument("--shape", action="append", type=shape, default=[], metavar="NAME:D1xD2x...",
-                   help="whole shape of input NAME (repeatable); default: dynamic sizes 2 (axis 0) and 3 (others)")
+    add_shape_arg(p, "typical whole shape of input NAME (repeatable); both models also run at a second size of "
+                     "every dynamic axis. Default: sizes derived from the graph (strides, pooling, resizing)")
     add_inputs_arg(p)
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--json", action="store_true")
