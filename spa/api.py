@@ -32,6 +32,7 @@ from spa.rules.attention import HEAD_MODES
 from spa.selection import check_ratio, select_units
 from spa.shapes import complete_with_runtime, infer_shapes
 from spa.sizes import CheckedSizes
+from spa.sizes import derive as derive_sizes
 from spa.sizes import resolve as resolve_sizes
 from spa.verify import Verification, verify
 
@@ -94,7 +95,9 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
     normalize(work)  # Constant weights lifted, shared parameters untied (spa.normalize)
-    sizes = resolve_sizes(work, shapes, device)
+    # Sizes are checked by running the model, unless no group can form: nothing to prune is decided
+    # before anything runs (a model onnxruntime cannot run on synthetic inputs is still "nothing").
+    sizes = resolve_sizes(work, shapes, device) if creates_channels(work) else CheckedSizes(derive_sizes(work, shapes), [])
     log.info("%s", sizes.sizes.summary())
     ctx, cg, groups = _couple(work, prune_heads, progress, sizes)
     if retie_uses(work, groups):  # uses of a shared parameter that coupling put in one place

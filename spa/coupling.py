@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 import numpy as np
+import onnx
 
 from spa.graph import ModelContext, Space, node_label
 from spa.rules import Block, Coupling, Rule, rule_for
@@ -53,10 +54,11 @@ class CouplingGraph:
         return new
 
 
-def creates_channels(ctx: ModelContext) -> bool:
+def creates_channels(model: ModelContext | onnx.ModelProto) -> bool:
     """Whether any node of the main graph has a rule that can create channels (a Conv, a Gemm, a
     MatMul...). Without one, no group can form, whatever the shapes: the model has nothing to prune."""
-    for node in ctx.model.graph.node:
+    graph = (model.model if isinstance(model, ModelContext) else model).graph
+    for node in graph.node:
         rule = rule_for(node)
         if rule is not None and type(rule).seeds is not Rule.seeds:
             return True

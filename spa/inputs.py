@@ -399,7 +399,7 @@ def draw(domain: InputDomain, shape: tuple[int, ...], rng: np.random.Generator, 
     if domain.kind in ("float", "cache"):
         return rng.standard_normal(shape).astype(dtype)
     if domain.kind == "bool":
-        return rng.random(shape) < 0.5
+        return np.asarray(rng.random(shape) < 0.5)  # an ndarray even for a scalar: onnxruntime takes no numpy.bool
     if domain.kind == "positions":
         count = past + np.arange(shape[-1] if shape else 1, dtype=np.int64)
         if domain.high is not None:
