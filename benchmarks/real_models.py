@@ -10,8 +10,13 @@ recognition: batches of 6 at 48 x W for the line's width), on images of text ren
 The table compares the text read with each pruned model to the text the original pipeline reads:
 lines read identically, and the mean character similarity (``difflib``) of the whole page.
 
+``--models magika`` adds the file-type model of the ``magika`` wheel (int32 bytes ``N x 2048``):
+pruned the same way, then used by magika's own library on files found on this machine
+(:mod:`benchmarks.magika_task`); its row gives the fraction of files whose content type is
+unchanged (in the "lines same" column).
+
     pip install -e '.[bench]'
-    python -m benchmarks.real_models [--ratio 0.2] [--criteria l1,obspa] [--models det,cls,rec] [--json FILE]
+    python -m benchmarks.real_models [--ratio 0.2] [--criteria l1,obspa] [--models det,cls,rec,magika] [--json FILE]
 """
 
 from __future__ import annotations
@@ -134,6 +139,33 @@ def run(ratio: float, criteria: list[str], kinds: list[str], pages: int) -> list
     return rows
 
 
+def run_magika(ratio: float, criteria: list[str], files: int = 600) -> list[Row]:
+    """The magika model pruned with each criterion, judged by the labels magika's library gives."""
+    from benchmarks import magika_task
+
+    folder = magika_task.model_folder()
+    found = magika_task.files_on_machine(files)
+    reference = magika_task.labels(folder, found)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for criterion in criteria:
+            t0 = time.perf_counter()
+            try:
+                pruned, _, report = spa.prune(folder / "model.onnx", ratio, criterion, shapes={"bytes": [1, 2048]},
+                                              round_to="auto")
+            except spa.SpaError as exc:
+                rows.append(Row("magika", criterion, 0, 0, 0, 0, "", time.perf_counter() - t0, 0.0, 0.0, str(exc)))
+                continue
+            seconds = time.perf_counter() - t0
+            out = Path(tmp) / f"magika.{criterion}.onnx"
+            spa.save_model(pruned, out)
+            got = magika_task.labels(magika_task.with_model(folder, out, Path(tmp) / criterion), found)
+            rows.append(Row("magika", criterion, report.before.params, report.after.params, report.before.macs,
+                            report.after.macs, f"{len(found)} files", seconds, magika_task.agreement(reference, got),
+                            float("nan")))
+    return rows
+
+
 def table(rows: list[Row], ratio: float) -> str:
     lines = [f"ratio {ratio:g}; text compared with the original pipeline's",
              "| model | criterion | params | MACs (typical size) | checked at | prune s | lines same | char sim |",
@@ -157,7 +189,12 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows as JSON here")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rows = run(args.ratio, args.criteria.split(","), args.models.split(","), args.pages)
+    kinds = args.models.split(",")
+    criteria = args.criteria.split(",")
+    ocr = [k for k in kinds if k != "magika"]
+    rows = run(args.ratio, criteria, ocr, args.pages) if ocr else []
+    if "magika" in kinds:
+        rows += run_magika(args.ratio, criteria)
     print(table(rows, args.ratio))
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")

@@ -26,3 +26,18 @@ def test_typical_shapes_are_the_ones_the_library_feeds() -> None:
     assert MODELS["cls"][1][1:] == config["Cls"]["cls_image_shape"]
     for name, _ in MODELS.values():
         assert (models_folder() / name).is_file()
+
+
+def test_magika_task_runs_the_pruned_model_through_magika() -> None:
+    """The magika row: files found on the machine, labelled by magika's own library with the
+    pruned model in place; the same files every time."""
+    pytest.importorskip("magika")
+    from benchmarks import magika_task
+    from benchmarks.real_models import run_magika
+
+    files = magika_task.files_on_machine(30)
+    assert files == magika_task.files_on_machine(30) and all(f.stat().st_size >= magika_task.MIN_BYTES for f in files)
+    assert magika_task.agreement(["a", "b"], ["a", "c"]) == 0.5
+    (row,) = run_magika(0.2, ["l1"], files=30)
+    assert not row.error and row.params_after < row.params_before
+    assert 0.0 <= row.lines_same <= 1.0
