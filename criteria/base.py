@@ -13,6 +13,7 @@ import numpy as np
 
 from spa.graph import ModelContext
 from spa.groups import Group
+from spa.rules.quant import dequantized, is_quantization_parameter
 
 
 class Criterion:
@@ -50,8 +51,6 @@ def aggregate_over_params(
     its indices in all members — producer filters, norm parameters, and the consumer weight
     columns that read the unit.
     """
-    from spa.rules.quant import dequantized, is_quantization_parameter
-
     scores = np.zeros(group.n_units, dtype=np.float64)
     for space in group.params(ctx):
         if is_quantization_parameter(ctx, space[0]):

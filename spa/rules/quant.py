@@ -173,7 +173,7 @@ class _QOperatorRule(Rule):
         if w is not None and per_channel:
             axis = _weight_axis(node, q)
             n = ctx.dim(w, axis)
-            if n is not None and any((w, axis) in (e.a, e.b) for e in c.edges) or space == (w, axis):
+            if n is not None and (space == (w, axis) or any((w, axis) in (e.a, e.b) for e in c.edges)):
                 for p in per_channel:
                     if ctx.dim(p, 0) == n:
                         c.same((w, axis), (p, 0), n)  # type: ignore[arg-type]

@@ -18,7 +18,10 @@ from spa.verify import mask_model, verify
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
 
-def _quantized(tmp_path: Path, per_channel: bool) -> Path:
+def _quantize(model: Path, out: Path, quant_format: str, per_channel: bool, activation: str = "QUInt8",
+              reduce_range: bool = False) -> Path:
+    """``model`` quantized by onnxruntime's ``quantize_static`` (int8 weights), calibrated on four
+    seeded random batches."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -29,10 +32,15 @@ def _quantized(tmp_path: Path, per_channel: bool) -> Path:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.batches, None)
 
-    out = tmp_path / f"qdq{'_pc' if per_channel else ''}.onnx"
-    quantize_static(str(ZOO / "defaults" / "resnet_basic.ts.onnx"), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantize_static(str(model), str(out), Reader(), quant_format=getattr(QuantFormat, quant_format),
+                    per_channel=per_channel, weight_type=QuantType.QInt8,
+                    activation_type=getattr(QuantType, activation), reduce_range=reduce_range)
     return out
+
+
+def _quantized(tmp_path: Path, per_channel: bool) -> Path:
+    out = tmp_path / f"qdq{'_pc' if per_channel else ''}.onnx"
+    return _quantize(ZOO / "defaults" / "resnet_basic.ts.onnx", out, "QDQ", per_channel)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -88,20 +96,8 @@ def test_qoperator_model_prunes(tmp_path: Path, activation: str, reduce_range: b
     per-channel, depthwise convs): codes, per-channel scales and int32 biases sliced, ``group``
     rewritten. int8 x int8 and reduce_range kernels are exact; uint8 x int8 ones saturate on x86,
     so verification reports the difference instead of judging it."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            rng = np.random.default_rng(0)
-            self.batches = iter([{"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    path = tmp_path / "qop.onnx"
-    quantize_static(str(ZOO / "defaults" / "mobilenetv2.ts.onnx"), str(path), Reader(),
-                    quant_format=QuantFormat.QOperator, per_channel=True, weight_type=QuantType.QInt8,
-                    activation_type=getattr(QuantType, activation), reduce_range=reduce_range)
+    path = _quantize(ZOO / "defaults" / "mobilenetv2.ts.onnx", tmp_path / "qop.onnx", "QOperator", per_channel=True,
+                     activation=activation, reduce_range=reduce_range)
     original = spa.load_model(path)
     assert {"QLinearConv", "QGemm", "QLinearAdd"} <= {n.op_type for n in original.graph.node}
     pruned, plan, report = spa.prune(original, ratio=0.4, criterion="l1", round_to=1)
