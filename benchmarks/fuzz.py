@@ -169,8 +169,8 @@ class Run:
 
 def run_cli(argv: list[str]) -> Run:
     """``spa ARGV`` in this process, its output captured; an exception that escapes
-    :func:`spa.cli.main` is recorded (with its traceback text) instead of raised."""
-    from spa.cli import main
+    :func:`spa.cli.app.main` is recorded (with its traceback text) instead of raised."""
+    from spa.cli.app import main
 
     out, err = io.StringIO(), io.StringIO()
     t0 = time.perf_counter()

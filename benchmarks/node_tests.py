@@ -3,13 +3,13 @@
 ONNX ships one tiny model per operator case (``onnx.backend.test.case.node``: 1,800+ of them).
 Almost none has anything to prune; what matters is how each run ends. This benchmark builds the
 models (cached under ``--cache``), runs ``spa prune MODEL -o OUT`` on each in-process through
-:func:`spa.cli.main`, exactly as the command line does, and counts outcomes::
+:func:`spa.cli.app.main`, exactly as the command line does, and counts outcomes::
 
     python -m benchmarks.node_tests [--limit N] [--json out.json]
 
 Outcomes: ``ok`` (exit 0, pruned), ``nothing`` (exit 0, "nothing to prune"), ``user-error``
 (exit 1 with one ``spa: error:`` line), ``bug`` (a ``spa: error:`` line saying "bug in SPA"),
-``traceback`` (an exception escaped :func:`spa.cli.main`), ``other`` (any other exit code).
+``traceback`` (an exception escaped :func:`spa.cli.app.main`), ``other`` (any other exit code).
 
 Measured with onnx 1.23.2 and onnxruntime 1.32 (1,884 models): before nothing-to-prune was
 decided up front, 542 ended in "This is a bug in SPA" (the unchanged model then failed
@@ -68,7 +68,7 @@ def build_models(cache: Path) -> list[Path]:
 
 def run_one(model: Path, out_dir: Path, extra: list[str] | None = None) -> Outcome:
     """``spa prune MODEL -o OUT -q`` in this process; classify how it ended."""
-    from spa.cli import main
+    from spa.cli.app import main
 
     out = out_dir / f"{model.stem}.pruned.onnx"
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -36,7 +36,7 @@ from typing import TypeVar
 import onnx
 
 import spa
-from spa.runtime import make_session, random_inputs, run
+from spa.model.runtime import make_session, random_inputs, run
 
 log = logging.getLogger("benchmarks.prune_speed")
 

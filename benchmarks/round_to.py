@@ -1,7 +1,7 @@
 """Channel rounding benchmark: CPU latency after pruning with ``--round-to 1``, ``8``, ``16`` and ``auto``.
 
 Every model is pruned in memory at ratio 0.4 (criterion l1) once per rounding; then the original
-and the pruned models are timed together by :func:`spa.bench.bench_models` (interleaved turns,
+and the pruned models are timed together by :func:`spa.report.bench.bench_models` (interleaved turns,
 same inputs, onnxruntime CPU provider, ``--threads`` intra-op threads). The table gives, per
 rounding, the measured speedup over the original and the ideal one (MACs before / after); the
 summary gives geometric means over the committed zoo (32x32 inputs) and over the ResNet-50- and
@@ -28,10 +28,10 @@ from pathlib import Path
 import onnx
 
 import spa
-import spa.api
-from spa import selection
-from spa.bench import bench_models
-from spa.selection import check_round_to
+import spa.pipeline.api
+from spa.planning import selection
+from spa.planning.selection import check_round_to
+from spa.report.bench import bench_models
 
 log = logging.getLogger("benchmarks.round_to")
 
@@ -76,7 +76,7 @@ def measure(path: Path, kind: str, threads: int, warmup: int, runs: int,
     return row
 
 
-def _prune(model: onnx.ModelProto, ratio: float, rounding: int | str) -> spa.api.PruneResult:
+def _prune(model: onnx.ModelProto, ratio: float, rounding: int | str) -> spa.pipeline.api.PruneResult:
     """``spa.prune`` with ``round_to=rounding``; ``"auto>=N"`` is auto with N as its minimum group size."""
     if isinstance(rounding, str) and rounding.startswith("auto>="):
         saved = selection.AUTO_MIN_UNITS

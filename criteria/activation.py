@@ -13,11 +13,13 @@ import logging
 import numpy as np
 from spa.criteria.base import Criterion
 from spa.criteria.l2 import L2Criterion
+from spa.criteria.obspa import OBSPACriterion
 
-from spa.consumers import find_consumers
+from spa.analysis.consumers import find_consumers
+from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError
-from spa.graph import ModelContext
-from spa.groups import Group
+from spa.model.graph import ModelContext
+from spa.scoring.stats import activation_moments
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,7 @@ class ActivationCriterion(Criterion):
         self._scores: dict[int, np.ndarray] = {}
 
     def prepare(self, groups: list[Group], ctx: ModelContext) -> None:
-        from spa.criteria.obspa import OBSPACriterion
 
-        from spa.stats import activation_moments
 
         consumers = {g.id: find_consumers(g, ctx) for g in groups}
         flat = [c for cs in consumers.values() for c in cs]

@@ -11,9 +11,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from spa.graph import ModelContext
-from spa.groups import Group
-from spa.rules.quant import dequantized, is_quantization_parameter
+from spa.analysis.groups import Group
+from spa.model.graph import ModelContext
+from spa.model.quant import dequantized, is_quantization_parameter
 
 
 class Criterion:
@@ -25,7 +25,7 @@ class Criterion:
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
-        #: Typical input shapes (:class:`spa.sizes.InputSizes`, set by :func:`spa.prune`): the sizes
+        #: Typical input shapes (:class:`spa.model.sizes.InputSizes`, set by :func:`spa.prune`): the sizes
         #: of synthetic and random inputs a criterion runs the model at (their batch aside).
         self.input_shapes: dict[str, list[int]] | None = None
 

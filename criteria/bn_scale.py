@@ -13,8 +13,8 @@ import numpy as np
 from spa.criteria.base import Criterion
 from spa.criteria.l2 import L2Criterion
 
-from spa.graph import ModelContext
-from spa.groups import Group
+from spa.analysis.groups import Group
+from spa.model.graph import ModelContext
 
 log = logging.getLogger(__name__)
 

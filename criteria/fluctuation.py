@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 from spa.criteria.obspa import OBSPACriterion
 
-from spa.consumers import Consumer
-from spa.graph import ModelContext
+from spa.analysis.consumers import Consumer
+from spa.model.graph import ModelContext
+from spa.scoring.stats import activation_moments
 
 
 class FluctuationCriterion(OBSPACriterion):
@@ -26,7 +27,6 @@ class FluctuationCriterion(OBSPACriterion):
         super().__init__(seed=seed, stats=stats, calib=calib, **kw)  # type: ignore[arg-type]
 
     def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, object]:
-        from spa.stats import activation_moments
 
         if not consumers:
             return {}

@@ -9,7 +9,7 @@ or ``targets`` array). The loss is computed on the model's **first output**:
   over rows of ``-log softmax(scores)[label]``;
 * ``mse``: ``labels`` are real-valued targets shaped like the output; the loss is the mean squared error.
 
-Gradients come from the ONNX graph itself, run in torch by :mod:`spa.onnx_torch` (no need for
+Gradients come from the ONNX graph itself, run in torch by :mod:`spa.model.onnx_torch` (no need for
 the framework the model came from). Every stored member of every prunable group, that is every
 weight a unit owns (filters, biases, norm parameters and statistics, and the weight columns of
 its readers), gets a per-weight saliency; a unit's score sums it over all its members with
@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from spa.criteria.base import Criterion, aggregate_over_params
 
+from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError
-from spa.graph import ModelContext
-from spa.groups import Group
+from spa.model.graph import ModelContext
+from spa.scoring.calib import batches
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +120,7 @@ class _SaliencyView:
 
 
 class GradientRun:
-    """The model in torch (:mod:`spa.onnx_torch`), the labelled data in mini-batches, and the loss.
+    """The model in torch (:mod:`spa.model.onnx_torch`), the labelled data in mini-batches, and the loss.
 
     ``names`` are the float stored members of the groups, :attr:`weights` their values. The
     variables ``θ`` of the loss are every float initializer of the model plus ``names`` (which
@@ -134,8 +135,7 @@ class GradientRun:
         except ImportError:
             raise InvalidArgumentError(f"--criterion {criterion.name} needs torch to compute gradients: "
                                        "pip install 'spa[torch]' (or torch==2.13.0)") from None
-        from spa.gates import batches
-        from spa.onnx_torch import convert
+        from spa.model.onnx_torch import convert
 
         self.names = sorted({t for g in groups for t, _ in g.params(ctx) if ctx.array(t).dtype.kind == "f"})
         self.weights: Arrays = {n: np.asarray(ctx.array(n), dtype=np.float64) for n in self.names}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from spa.criteria.base import Criterion, aggregate_over_params
 
-from spa.graph import ModelContext
-from spa.groups import Group
+from spa.analysis.groups import Group
+from spa.model.graph import ModelContext
 
 
 class L2Criterion(Criterion):

@@ -1,6 +1,6 @@
 """``obspa``: Optimal-Brain-Surgeon group pruning with weight compensation.
 
-Scores come from greedy block OBS over every consumer of the group (:mod:`spa.obs`). Consumers
+Scores come from greedy block OBS over every consumer of the group (:mod:`spa.scoring.obs`). Consumers
 are the Conv, Gemm and MatMul layers that read the group's channels. After selection, every
 consumer's surviving weights and bias are refitted in closed form, so the output is a dense
 model that needs no fine-tuning.
@@ -8,14 +8,14 @@ model that needs no fine-tuning.
 Statistics:
 
 * ``synthetic`` (no data; the default without ``--calib``): seeded synthetic inputs with the
-  spectrum of natural images (:mod:`spa.synthetic`) run through onnxruntime, every
+  spectrum of natural images (:mod:`spa.scoring.synthetic`) run through onnxruntime, every
   BatchNormalization normalising with the batch's own statistics, so each layer sees inputs in
   the range it was trained for.
 * ``data``: the calibration inputs given with ``--calib``, the default when they are given.
 * ``moments`` (no data): channel samples pushed through the model's own weights
-  (:mod:`spa.stats`), with independent compensation. Kept for comparison.
+  (:mod:`spa.scoring.stats`), with independent compensation. Kept for comparison.
 
-Compensation is **sequential** for ``synthetic`` and ``data`` (:mod:`spa.worlds`): consumers are
+Compensation is **sequential** for ``synthetic`` and ``data`` (:mod:`spa.scoring.worlds`): consumers are
 refitted in topological order, each on its input in the *pruned* model (the layers before it
 already pruned and compensated) against its output in the original model, so every layer also
 corrects what the layers before it lost. Consumers of prunable groups that keep all their
@@ -32,23 +32,24 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 from spa.criteria.base import Criterion
 from spa.criteria.l2 import L2Criterion
 
-from spa.consumers import Consumer, find_consumers
+from spa.analysis.consumers import Consumer, find_consumers
+from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError, SpaError
-from spa.gates import batches
-from spa.graph import ModelContext
-from spa.groups import Group
-from spa.obs import ObsLayer, refit, refit_to, removal_scores
-from spa.runtime import runtime_errors
-from spa.sizes import with_batch
-
-if TYPE_CHECKING:
-    from spa.worlds import Stop
+from spa.model.graph import ModelContext
+from spa.model.metrics import measure
+from spa.model.runtime import random_inputs, runtime_errors
+from spa.model.sizes import with_batch
+from spa.scoring.calib import batches
+from spa.scoring.input_moments import input_rows, shrunk_moment
+from spa.scoring.obs import LowRankH, ObsLayer, refit, refit_to, removal_scores
+from spa.scoring.stats import MomentEstimator, activation_H, consumer_statistics
+from spa.scoring.synthetic import synthetic_batches
+from spa.scoring.worlds import PrunedWorld, Stop, Worlds, peak_activation_bytes, twin_supported
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,6 @@ def augmented(c: Consumer, ctx: ModelContext) -> np.ndarray:
 def memory_cap(ctx: ModelContext) -> int:
     """Most samples whose cached activations in two worlds fit in :data:`SAMPLE_BYTES`
     (at least :data:`MIN_SAMPLES`)."""
-    from spa.worlds import peak_activation_bytes
 
     return int(max(MIN_SAMPLES, SAMPLE_BYTES // (2 * max(peak_activation_bytes(ctx), 1))))
 
@@ -115,7 +115,6 @@ def memory_cap(ctx: ModelContext) -> int:
 def sample_count(ctx: ModelContext) -> int:
     """How many synthetic samples: bounded by compute (:data:`SAMPLE_MACS`) and memory
     (:func:`memory_cap`), within [:data:`MIN_SAMPLES`, :data:`MAX_SAMPLES`]."""
-    from spa.metrics import measure
 
     macs = max(measure(ctx, with_size=False).macs, 1)
     return int(min(MAX_SAMPLES, max(MIN_SAMPLES, min(SAMPLE_MACS // macs, memory_cap(ctx)))))
@@ -165,7 +164,6 @@ class OBSPACriterion(Criterion):
                 log.info("obspa: using %d of %d calibration samples (memory budget)", len(pick), n)
                 calib, n = {k: v[pick] for k, v in calib.items()}, len(pick)
             return list(batches(ctx.model, calib, "--calib"))  # a model's static batch is respected
-        from spa.synthetic import synthetic_batches
 
         n = self.samples or sample_count(ctx)
         log.info("obspa: %d synthetic samples", n)
@@ -196,7 +194,6 @@ class OBSPACriterion(Criterion):
         """One pass of the original world over every group not scored yet: each consumer's
         ``H`` is taken at its stop, and a group is scored (then its ``H`` dropped) as soon as
         all its consumers are in."""
-        from spa.worlds import Worlds
 
         t0 = time.perf_counter()
         todo = [gid for gid in self._consumers if gid not in self._scores]
@@ -223,8 +220,6 @@ class OBSPACriterion(Criterion):
 
     def _score_stops(self, stops: Iterator[Stop], owner: dict[str, int], left: dict[int, int],
                      pending: dict[int, list[ObsLayer]], units: dict[int, int], ctx: ModelContext) -> None:
-        from spa.input_moments import input_rows, shrunk_moment
-        from spa.obs import LowRankH
 
         for stop in stops:
             c = stop.consumer
@@ -256,7 +251,6 @@ class OBSPACriterion(Criterion):
             return Compensation()
         if self._uses_layers:
             return _finite_or_none(self._compensate_independent(pruned, ctx))
-        from spa.worlds import twin_supported
 
         if not twin_supported(ctx):
             log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
@@ -269,9 +263,7 @@ class OBSPACriterion(Criterion):
 
     def _compensate_sequential(self, by_id: dict[int, Group], kept_units: dict[int, np.ndarray],
                                pruned: dict[int, np.ndarray], ctx: ModelContext) -> Compensation:
-        """Refit every consumer in topological order on its pruned-world input (:mod:`spa.worlds`)."""
-        from spa.input_moments import input_rows
-        from spa.worlds import PrunedWorld, Worlds, twin_supported
+        """Refit every consumer in topological order on its pruned-world input (:mod:`spa.scoring.worlds`)."""
 
         t0 = time.perf_counter()
         masks: dict[str, list[tuple[int, np.ndarray]]] = {}
@@ -341,7 +333,6 @@ class OBSPACriterion(Criterion):
         """Per consumer (moments): ``(mean, var)`` of its columns, or a function that builds its ``H``."""
         if not consumers:
             return {}
-        from spa.stats import MomentEstimator, activation_H, consumer_statistics
 
         consumers = sorted(consumers, key=lambda c: ctx.node_index[c.node.name])
         est = MomentEstimator(ctx, seed=self.seed, readers=[c.x for c in consumers])
@@ -368,7 +359,6 @@ class OBSPACriterion(Criterion):
         yield from self._random_batches(ctx)
 
     def _random_batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
-        from spa.runtime import random_inputs
 
         for b in range(8):
             yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=16, shapes=with_batch(ctx.model, self.input_shapes, 16))

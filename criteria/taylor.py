@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 
-from spa.graph import ModelContext
-from spa.groups import Group
+from spa.analysis.groups import Group
+from spa.model.graph import ModelContext
 
 
 class TaylorCriterion(GradientCriterion):

@@ -6,7 +6,7 @@
 Each file under ``models/zoo`` (found recursively, so new zoo folders show up by themselves) is
 pruned with ``l1`` at :data:`RATIOS` with exact counts (``round_to=1``) and the default head
 granularity. Every result is checked with the full ONNX checker, run in onnxruntime, and verified
-with SPA's own masked-equivalence check (:func:`spa.verify.verify`). A file with groups blocked
+with SPA's own masked-equivalence check (:func:`spa.check.verify.verify`). A file with groups blocked
 only because a normalisation spans their axis is pruned a second time with
 ``prune_norm_axes=True``; its rows report the drift instead of exact equivalence. Files under
 ``models/zoo/defaults`` (each exporter's *default* export: BatchNorm folded, optimizer on) also
@@ -174,7 +174,7 @@ def file_row(path: Path, model: onnx.ModelProto, zoo: Path = ZOO) -> Row:
 def input_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     """Shapes for the verification inputs: dynamic axis 0 takes :data:`BATCH`, other dynamic axes
     :data:`SEQ` for integer inputs and 1 for the rest."""
-    from spa.runtime import input_specs
+    from spa.model.runtime import input_specs
 
     shapes = {}
     for name, dims, elem_type in input_specs(model):
@@ -238,7 +238,7 @@ def _checker(pruned: onnx.ModelProto) -> tuple[str, bool]:
 
 def _runs(pruned: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[str, bool]:
     """Whether the pruned model runs in onnxruntime and gives finite outputs of the original's shapes."""
-    from spa.runtime import make_session, run
+    from spa.model.runtime import make_session, run
 
     try:
         got = run(make_session(pruned), feeds)
@@ -255,7 +255,7 @@ def _runs(pruned: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: dict
 
 def _equivalence(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Any,
                  shapes: dict[str, list[int]]) -> tuple[str, bool]:
-    from spa.verify import verify
+    from spa.check.verify import verify
 
     try:
         v = verify(original, pruned, plan, seed=SEED, batch=BATCH, shapes=shapes)
@@ -275,7 +275,7 @@ def result_row(original: onnx.ModelProto, path: Path, ratio: float, section: str
                reference: dict[str, np.ndarray], zoo: Path = ZOO) -> Row:
     """Prune ``original`` (the model at ``path``) at ``ratio`` and check it: one row."""
     import spa
-    from spa.runtime import random_inputs
+    from spa.model.runtime import random_inputs
 
     model, exporter = model_and_exporter(path, zoo)
     head = (model, exporter, f"{ratio:g}")
@@ -322,7 +322,7 @@ def cli_default_row(original: onnx.ModelProto, path: Path, reference: dict[str, 
                     zoo: Path = ZOO) -> Row:
     """``spa prune MODEL --ratio 0.4`` with every other setting at its default: one row."""
     import spa
-    from spa.runtime import make_session, random_inputs, run
+    from spa.model.runtime import make_session, random_inputs, run
 
     model, exporter = model_and_exporter(path, zoo)
     head = (model, exporter, f"{CLI_RATIO:g}")
@@ -360,7 +360,7 @@ def rows_for_file(path: Path, zoo: Path = ZOO) -> list[Row]:
     """Every row of ``path``: its file row, its default rows and, where they apply, its
     ``prune_norm_axes`` rows."""
     import spa
-    from spa.runtime import make_session, random_inputs, run
+    from spa.model.runtime import make_session, random_inputs, run
 
     t0 = time.perf_counter()
     try:
@@ -419,14 +419,14 @@ it with `{command}` (`{command} --check` compares without writing).
 Every `.onnx` file under `models/zoo/` (recursively) is pruned with `spa.prune(model, ratio,
 criterion="{criterion}", round_to=1)` at ratios {ratios}, with whole attention heads (the default).
 Each pruned model goes through the full `onnx.checker`, an onnxruntime run and SPA's masked-equivalence
-check (`spa.verify.verify`, the check of `spa verify`), on seeded random inputs at batch {batch}; integer
+check (`spa.check.verify.verify`, the check of `spa verify`), on seeded random inputs at batch {batch}; integer
 inputs (token ids, attention masks) get sequence length {seq} on their dynamic axes.
 
 - **groups found / pruned / blocked / unchanged**: coupled channel groups in the model; groups that
   lost units; groups SPA refuses to prune (with the reason); prunable groups that keep every unit at
   this ratio (`floor(ratio · n) = 0`, e.g. 2 KV heads at 0.3).
 - **params** (elements of float weights) and **MACs** (multiply-accumulates of Conv, ConvTranspose,
-  Gemm, MatMul and the fused `com.microsoft` attention ops, see `spa/metrics.py`; at batch 1,
+  Gemm, MatMul and the fused `com.microsoft` attention ops, see `spa/model/metrics.py`; at batch 1,
   sequence 1), before → after, with the change.
 - **checker**: `onnx.checker.check_model(pruned, full_check=True)`. **onnxruntime**: the pruned
   model runs and its outputs are finite and shaped like the original's.

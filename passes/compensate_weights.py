@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 from spa.passes.base import Pass, PassError, PassResult
 
-from spa.graph import Space
+from spa.model.graph import Space
 
 
 class CompensateWeightsPass(Pass):

@@ -26,6 +26,9 @@ import onnx
 from onnx import numpy_helper
 from spa.passes.base import Pass, PassResult
 
+from spa.model.runtime import input_specs, random_inputs, run
+from spa.model.shapes import ShapeProbe
+
 log = logging.getLogger(__name__)
 
 
@@ -63,7 +66,6 @@ def _candidates(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:
 
 
 def _probe_feeds(model: onnx.ModelProto, size: int) -> dict[str, np.ndarray]:
-    from spa.runtime import input_specs, random_inputs
 
     shapes = {name: [d if isinstance(d, int) and d > 0 else size for d in dims]
               for name, dims, _ in input_specs(model)}
@@ -72,8 +74,6 @@ def _probe_feeds(model: onnx.ModelProto, size: int) -> dict[str, np.ndarray]:
 
 def _identity_gathers(model: onnx.ModelProto, candidates: list[tuple[onnx.NodeProto, str]]) -> list[int]:
     """Positions in ``candidates`` whose indices are the identity in both probe runs."""
-    from spa.runtime import run
-    from spa.shapes import ShapeProbe
 
     tensors = [t for node, x in candidates for t in (node.input[1], x)]
     try:

@@ -33,7 +33,8 @@ import onnx
 from onnx import numpy_helper
 from spa.passes.base import Pass, PassResult
 
-from spa.graph import constant_walk
+from spa.model.graph import constant_walk
+from spa.model.runtime import make_session
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,6 @@ class _Graph:
 
 def _evaluate(model: onnx.ModelProto, g: _Graph, names: list[str]) -> dict[str, np.ndarray]:
     """The values of ``names``, computed by onnxruntime from the stored tensors alone."""
-    from spa.runtime import make_session
 
     nodes: dict[int, onnx.NodeProto] = {}
     stored: set[str] = set()

@@ -12,8 +12,8 @@ from __future__ import annotations
 import onnx
 from spa.passes.base import Pass, PassResult
 
-from spa.graph import ModelContext
-from spa.rules import KeptMap, RewriteSink, rule_for
+from spa.analysis.rules import KeptMap, RewriteSink, rule_for
+from spa.model.graph import ModelContext
 
 
 class RewriteShapeConstantsPass(Pass):

@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 from spa.passes.base import Pass, PassError, PassResult
 
-from spa.plan import SliceEntry
+from spa.planning.plan import SliceEntry
 
 
 def stored_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import onnx
 from spa.passes.base import Pass, PassResult
 
-from spa.graph import ModelContext
-from spa.rules import KeptMap, rule_for
+from spa.analysis.rules import KeptMap, rule_for
+from spa.model.graph import ModelContext
 
 
 class UpdateAttributesPass(Pass):

@@ -5,12 +5,11 @@
 
 from __future__ import annotations
 
-from spa.api import Analysis, PruneResult, analyze, prune, verify_models
 from spa.errors import RewriteError, SpaError
-from spa.io import load_model, save_model
-from spa.plan import Plan
-
-__version__ = "0.1.0"
+from spa.model.io import load_model, save_model
+from spa.pipeline.api import Analysis, PruneResult, analyze, prune, verify_models
+from spa.planning.plan import Plan
+from spa.version import __version__
 
 __all__ = [
     "Analysis",

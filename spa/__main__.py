@@ -1,5 +1,5 @@
 """``python -m spa`` runs the same CLI as ``spa``."""
 
-from spa.cli import main
+from spa.cli.app import main
 
 raise SystemExit(main())

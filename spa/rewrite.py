@@ -13,8 +13,12 @@ import numpy as np
 import onnx
 
 from spa.errors import OriginalRunError, RewriteError, SpaError
-from spa.graph import ModelContext, Space
-from spa.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
+from spa.model.graph import ModelContext, Space
+from spa.model.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
+from spa.model.io import serialized_size, weightless
+from spa.model.runtime import make_session, random_inputs, run
+from spa.model.shapes import ShapeProbe
+from spa.model.sizes import CheckedSizes, InputSizes
 from spa.passes import (
     CleanupPass,
     CompensateWeightsPass,
@@ -26,8 +30,7 @@ from spa.passes import (
     UpdateAttributesPass,
 )
 from spa.passes.materialize_views import views_to_materialize
-from spa.plan import Plan
-from spa.sizes import CheckedSizes, InputSizes
+from spa.planning.plan import Plan
 
 log = logging.getLogger(__name__)
 
@@ -85,22 +88,19 @@ LARGE_MODEL_BYTES = 256 << 20
 def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None, device: str = "cpu",
                 sizes: CheckedSizes | None = None) -> None:
     """Raise RewriteError unless ``pruned`` passes the full checker and runs in onnxruntime at
-    every size of ``sizes`` (:func:`spa.sizes.resolve`: the typical sizes and a second set in which
+    every size of ``sizes`` (:func:`spa.model.sizes.resolve`: the typical sizes and a second set in which
     every dynamic axis differs), giving there the output shapes the original gives. Without
-    ``sizes``, one run at :func:`~spa.runtime.random_inputs`' default sizes.
+    ``sizes``, one run at :func:`~spa.model.runtime.random_inputs`' default sizes.
 
     ``original`` (a model, a path, or None when it is no longer at hand) is consulted when the
     pruned model fails: if the original fails the full checker too, only the structure is checked;
     if it does not run on the same inputs either, that is :class:`OriginalRunError`, not a bug in
     SPA. Serializing a model for the checker and onnxruntime copies its weights two or three times;
     models over :data:`LARGE_MODEL_BYTES` are checked without those copies instead: their large
-    float weights are typed inputs, fed zeros (:class:`~spa.shapes.ShapeProbe`). What that leaves
+    float weights are typed inputs, fed zeros (:class:`~spa.model.shapes.ShapeProbe`). What that leaves
     out, the per-tensor checks of those weights' data, holds by construction (they are the input's
-    tensors, or numpy slices of them) and is checked again when :func:`spa.io.save_model` writes them.
+    tensors, or numpy slices of them) and is checked again when :func:`spa.model.io.save_model` writes them.
     """
-    from spa.metrics import serialized_size
-    from spa.runtime import make_session, random_inputs, run
-    from spa.shapes import ShapeProbe, weightless
 
     run_original = _original_run(original, pruned, device)
     large = serialized_size(pruned) > LARGE_MODEL_BYTES
@@ -158,7 +158,7 @@ def _check_structure(checked: onnx.ModelProto | bytes, pruned: onnx.ModelProto,
 def _check_runs(run_once: Callable[[], dict[str, np.ndarray]], pruned: onnx.ModelProto, where: str,
                 run_original: Callable[[], object] | None = None) -> dict[str, np.ndarray]:
     """``run_once`` (an onnxruntime run of the pruned model) must not raise; ``where`` names its
-    sizes. When it fails on synthetic values SPA could not derive (:mod:`spa.inputs`), the inputs
+    sizes. When it fails on synthetic values SPA could not derive (:mod:`spa.model.inputs`), the inputs
     are to blame, not the rewrite: the error asks for real ones. When ``run_original`` (the same
     run of the input model) fails too, the input model cannot run on these inputs:
     :class:`OriginalRunError`, not a bug in SPA."""
@@ -212,9 +212,6 @@ def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProt
     made of ``original`` (same inputs: pruning keeps the interface); None without an original."""
     if original is None:
         return None
-    from spa.metrics import serialized_size
-    from spa.runtime import make_session, random_inputs, run
-    from spa.shapes import ShapeProbe
 
     def run_original(shapes: dict[str, list[int]] | None) -> object:
         feeds = random_inputs(pruned, seed=0, shapes=shapes)
@@ -235,8 +232,6 @@ def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProt
 def _passes_full_check(model: onnx.ModelProto | str) -> bool:
     """Whether ``model`` (a ModelProto or a path) passes the full checker; a model too large to
     serialize is judged by its weightless copy (the checks that need weights are per tensor)."""
-    from spa.metrics import serialized_size
-    from spa.shapes import weightless
 
     try:
         if isinstance(model, onnx.ModelProto) and serialized_size(model) > LARGE_MODEL_BYTES:

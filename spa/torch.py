@@ -31,7 +31,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from spa.errors import PlanError
-from spa.plan import Plan, SliceEntry
+from spa.model.io import load_model
+from spa.planning.plan import Plan, SliceEntry
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,6 @@ def _conv_groups(m: nn.Module, weight: _Tensor | None, label: str) -> int:
 def _load(source: onnx.ModelProto | str | os.PathLike[str]) -> onnx.ModelProto:
     if isinstance(source, onnx.ModelProto):
         return source
-    from spa.io import load_model
 
     return load_model(source)
 

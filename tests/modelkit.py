@@ -8,8 +8,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-import spa.api
-from spa.verify import mask_model
+import spa.pipeline.api
+from spa.check.verify import mask_model
 
 RNG = np.random.default_rng(0)
 
@@ -66,7 +66,7 @@ def run(m: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def feeds_for(m: onnx.ModelProto, seed: int = 1) -> dict[str, np.ndarray]:
-    from spa.runtime import random_inputs
+    from spa.model.runtime import random_inputs
 
     return random_inputs(m, seed=seed, batch=2)
 
@@ -83,7 +83,7 @@ def assert_masked_equivalent(original: onnx.ModelProto, pruned: onnx.ModelProto,
         np.testing.assert_allclose(g, r, rtol=rtol, atol=atol + rtol * float(np.abs(r).max()))
 
 
-def prune_checked(m: onnx.ModelProto, ratio: float = 0.5, **kw: object) -> tuple[onnx.ModelProto, spa.Plan, spa.api.Report]:
+def prune_checked(m: onnx.ModelProto, ratio: float = 0.5, **kw: object) -> tuple[onnx.ModelProto, spa.Plan, spa.pipeline.api.Report]:
     """Prune ``m``, then assert the full checker and masked equivalence hold."""
     pruned, plan, report = spa.prune(m, ratio=ratio, **kw)  # type: ignore[arg-type]
     onnx.checker.check_model(pruned, full_check=True)
@@ -91,7 +91,7 @@ def prune_checked(m: onnx.ModelProto, ratio: float = 0.5, **kw: object) -> tuple
     return pruned, plan, report
 
 
-def group_of(a: spa.Analysis, tensor: str, axis: int):  # noqa: ANN201 - returns spa.groups.Group
+def group_of(a: spa.Analysis, tensor: str, axis: int):  # noqa: ANN201 - returns spa.analysis.groups.Group
     return next(g for g in a.groups if (tensor, axis) in g.members)
 
 

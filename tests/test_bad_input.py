@@ -339,7 +339,7 @@ def test_output_folder_unwritable(run_spa: Callable[..., Any], work: Path) -> No
                     reason="needs Linux /proc, a folder nobody (not even root) can create files in")
 def test_output_folder_refused_by_os(run_spa: Callable[..., Any], work: Path) -> None:
     # As root, os.access() says /proc is writable but mkdir there fails: save_model used to create
-    # its temporary folder outside its try block and crash with a traceback (fixed in spa/io.py).
+    # its temporary folder outside its try block and crash with a traceback (fixed in spa/model/io.py).
     snap = Snapshot(work, [work / "m.onnx"])
     assert_user_error(run_spa("prune", "m.onnx", "-o", "/proc/spa-test-out.onnx", cwd=work), "/proc")
     # The model is written first; if the report then cannot be written the model must go too
@@ -541,7 +541,7 @@ def test_verify_with_plan_that_does_not_match(run_spa: Callable[..., Any], kind:
 
 
 def test_verify_models_with_different_inputs(run_spa: Callable[..., Any], tmp_path: Path, made: dict[str, Path]) -> None:
-    # Was an onnxruntime ValueError traceback; spa/verify.py now compares the interfaces first.
+    # Was an onnxruntime ValueError traceback; spa/check/verify.py now compares the interfaces first.
     other = _save(conv_chain(13), tmp_path / "chain.onnx")
     snap = Snapshot(tmp_path, [other])
     assert_user_error(run_spa("verify", made["model"], other, cwd=tmp_path), "different inputs")

@@ -1,4 +1,4 @@
-"""``spa bench``, ``spa prune --bench`` and :mod:`spa.bench`, with real onnxruntime runs (no mocks).
+"""``spa bench``, ``spa prune --bench`` and :mod:`spa.report.bench`, with real onnxruntime runs (no mocks).
 
 Timings are never compared with fixed values: only positive, finite and ordered (min <= median
 <= p90). What is asserted exactly is what cannot depend on the machine: which models, shapes,
@@ -22,8 +22,8 @@ from modelkit import conv, model
 from onnx import helper
 
 import spa
-from spa.bench import BenchResult, bench_model, file_size, parse_shape
 from spa.errors import InvalidArgumentError
+from spa.report.bench import BenchResult, bench_model, file_size, parse_shape
 
 MODEL = "resnet_bottleneck.ts.onnx"  # input 'input': batch x 3 x 32 x 32 (dynamic batch)
 Run = Callable[..., Any]
@@ -172,7 +172,7 @@ def test_cuda_without_cuda_is_user_error(run_spa: Run, pair: dict[str, Any]) -> 
 
 def test_device_auto_runs_where_it_can(run_spa: Run, pair: dict[str, Any]) -> None:
     """--device auto measures on CUDA where onnxruntime really uses it, else on the CPU with a warning."""
-    from spa.runtime import resolve_device
+    from spa.model.runtime import resolve_device
 
     code, out, err = run_spa("bench", "m.onnx", "--device", "auto", "--runs", "2", "--warmup", "0", "--json",
                              cwd=pair["dir"])

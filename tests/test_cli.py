@@ -100,7 +100,7 @@ def test_full_run_writes_model_plan_and_report(full: dict[str, Any]) -> None:
 
 
 def test_plan_and_report_follow_umask(full: dict[str, Any]) -> None:
-    # write_text_atomic used mkstemp, which creates 0600 files; the model got 0644 (fixed in spa/io.py).
+    # write_text_atomic used mkstemp, which creates 0600 files; the model got 0644 (fixed in spa/model/io.py).
     mask = os.umask(0)
     os.umask(mask)
     expected = 0o666 & ~mask

@@ -8,8 +8,8 @@ from modelkit import conv, group_of, model
 from onnx import helper
 
 import spa
-from spa.rules.base import Coupling
-from spa.rules.elementwise import UnaryRule
+from spa.analysis.rules.base import Coupling
+from spa.analysis.rules.elementwise import UnaryRule
 
 
 def test_out_of_range_edge_blocks_the_group(monkeypatch: pytest.MonkeyPatch) -> None:

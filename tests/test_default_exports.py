@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 
-from spa.runtime import make_session
+from spa.model.runtime import make_session
 
 pytestmark = pytest.mark.torch
 

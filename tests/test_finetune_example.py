@@ -70,7 +70,7 @@ def test_readme_finetune_commands(index: int, tmp_path: Path) -> None:
 
 
 def test_readme_gradient_criteria_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spa.cli import main
+    from spa.cli.app import main
 
     shutil.copy(ROOT / "models" / "zoo" / "resnet_basic.ts.onnx", tmp_path / "model.onnx")
     rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 Every mutant (truncated or byte-flipped files, raw data shorter than the dims, wrong, huge and
 negative dims, deleted and dangling node inputs, swapped op types, cycles, opset 7 and 99, a
 graph without outputs) goes through ``spa prune`` and ``spa groups``, in this process through
-:func:`spa.cli.main` (one subprocess each would take minutes). Each run must end with exit 0, 1
+:func:`spa.cli.app.main` (one subprocess each would take minutes). Each run must end with exit 0, 1
 or 2 only, one ``spa: error:`` line on failure, no traceback, no "This is a bug in SPA", the
 input untouched, and no file left behind but a complete output on exit 0.
 
@@ -104,7 +104,7 @@ def _conv_model(opset: int = 13) -> onnx.ModelProto:
 
 
 def test_huge_dimension(tmp_path: Path) -> None:
-    # Was a numpy MemoryError (spa/groups.py) or an allocation of PiB of random inputs.
+    # Was a numpy MemoryError (spa/analysis/groups.py) or an allocation of PiB of random inputs.
     m = _conv_model()
     m.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 1 << 40
     line, res = _run_on(tmp_path, m)
@@ -132,7 +132,7 @@ def test_negative_dimension(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["short", "long", "dims"])
 def test_initializer_data_does_not_match_dims(damage: str, tmp_path: Path) -> None:
-    # Was a reshape ValueError (spa/graph.py) or onnx's ValidationError (spa/rewrite.py).
+    # Was a reshape ValueError (spa/model/graph.py) or onnx's ValidationError (spa/rewrite.py).
     m = _conv_model()
     w = m.graph.initializer[1]
     if damage == "short":
@@ -183,7 +183,7 @@ def test_broken_graph(damage: str, tmp_path: Path) -> None:
 
 
 def test_deleted_conv_input(tmp_path: Path, zoo: Path) -> None:
-    # A Conv left with (weight, bias) as (X, W): was an IndexError in spa/metrics.py.
+    # A Conv left with (weight, bias) as (X, W): was an IndexError in spa/model/metrics.py.
     m = onnx.load(str(zoo / "mobilenetv2.dynamo.onnx"))
     conv = next(n for n in m.graph.node if n.op_type == "Conv" and len(n.input) == 3 and n.name)
     del conv.input[0]

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from spa.gates import parse_count, parse_fraction
+from spa.check.gates import parse_count, parse_fraction
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -23,7 +23,7 @@ import pytest
 from modelkit import run
 
 import spa
-from spa.verify import mask_model
+from spa.check.verify import mask_model
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -10,7 +10,7 @@ from modelkit import conv, model, w
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-from spa.metrics import measure, node_macs
+from spa.model.metrics import measure, node_macs
 
 
 def test_conv_gemm_matmul_convtranspose_macs() -> None:

@@ -12,8 +12,8 @@ import pytest
 from onnx import numpy_helper
 
 import spa
-from spa.calib import load_calibration
 from spa.errors import InvalidArgumentError
+from spa.scoring.calib import load_calibration
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 

@@ -1,4 +1,4 @@
-"""spa.onnx_torch: an ONNX graph run in torch computes what onnxruntime computes, and its
+"""spa.model.onnx_torch: an ONNX graph run in torch computes what onnxruntime computes, and its
 gradients are the source module's gradients.
 
 * every committed zoo model (both exporters) against onnxruntime;
@@ -25,7 +25,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spa.errors import UnsupportedModelError  # noqa: E402
-from spa.onnx_torch import SUPPORTED_OPS, convert  # noqa: E402
+from spa.model.onnx_torch import SUPPORTED_OPS, convert  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 ZOO_FILES = sorted((ROOT / "models" / "zoo").glob("*.onnx"))
@@ -70,7 +70,7 @@ def test_zoo_model_matches_onnxruntime(path: Path) -> None:
 def test_other_frameworks_and_transformers(path: Path) -> None:
     """Every model of the other zoos converts and matches onnxruntime, except those with ops outside the
     default domain (onnxruntime's fused com.microsoft ops, scikit-learn's ai.onnx.ml), which are refused by name."""
-    from spa.runtime import random_inputs
+    from spa.model.runtime import random_inputs
 
     model = onnx.load(str(path))
     foreign = sorted({f"{n.domain}.{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})

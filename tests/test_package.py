@@ -16,7 +16,7 @@ ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
 
 def test_import_spa_does_not_import_torch() -> None:
-    code = "import sys, spa, spa.passes, spa.criteria, spa.cli; print('torch' in sys.modules)"
+    code = "import sys, spa, spa.passes, spa.criteria, spa.cli.app; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

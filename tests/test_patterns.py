@@ -33,7 +33,7 @@ def _analysis(name: str, norm_axes: bool = False) -> spa.Analysis:
     return spa.analyze(ZOO / name, prune_norm_axes=norm_axes)
 
 
-def _group(name: str, tensor: str, norm_axes: bool = False):  # noqa: ANN202 - a spa.groups.Group
+def _group(name: str, tensor: str, norm_axes: bool = False):  # noqa: ANN202 - a spa.analysis.groups.Group
     """The group with a member on ``tensor`` (a 1-D parameter or statistic: one group only)."""
     found = [g for g in _analysis(name, norm_axes).groups if any(t == tensor for t, _ in g.members)]
     assert len(found) == 1, (tensor, [g.id for g in found])

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import spa
 from spa.errors import PlanError
-from spa.plan import Plan
+from spa.planning.plan import Plan
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -84,7 +84,7 @@ def test_plan_splitting_a_unit_is_refused() -> None:
     g = next(g for g in grouped.groups if g.prunable and max(np.bincount(next(iter(g.unit_of.values())))) > 1)
     space = next(s for s in g.params(grouped.ctx))
     bad = Plan(model="x", criterion="l1", ratio=0.5)
-    from spa.plan import SliceEntry
+    from spa.planning.plan import SliceEntry
 
     size = grouped.ctx.dim(*space)
     bad.slices = [SliceEntry(space[0], space[1], size, [0])]  # keeps one channel of a multi-channel unit

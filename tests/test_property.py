@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from modelkit import assert_masked_equivalent
 
 import spa
-from spa.plan import kept_spaces, make_plan
+from spa.planning.plan import kept_spaces, make_plan
 from spa.rewrite import apply_plan, check_valid
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"

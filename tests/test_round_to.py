@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import spa
+from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError
-from spa.groups import Group
-from spa.selection import AUTO_MIN_UNITS, AUTO_MULTIPLE, check_round_to, select_units
+from spa.planning.selection import AUTO_MIN_UNITS, AUTO_MULTIPLE, check_round_to, select_units
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 

@@ -11,14 +11,14 @@ import pytest
 from onnx import numpy_helper
 
 import spa
-import spa.io
+import spa.model.io
 import spa.rewrite
 from benchmarks.scale_models import bert, decoder, vit
 from spa.errors import ModelLoadError, OutputError, RewriteError
-from spa.graph import ModelContext
-from spa.io import load_model, save_model, write_external, write_inline
-from spa.runtime import make_session, random_inputs, run
-from spa.shapes import ShapeProbe
+from spa.model.graph import ModelContext
+from spa.model.io import load_model, save_model, write_external, write_inline
+from spa.model.runtime import make_session, random_inputs, run
+from spa.model.shapes import ShapeProbe
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -51,7 +51,7 @@ def test_external_data_round_trip(tmp_path: Path, tiny_decoder: Path, monkeypatc
     model = load_model(tiny_decoder)
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     before = model.SerializeToString()
-    monkeypatch.setattr(spa.io, "_EXTERNAL_DATA_THRESHOLD", 1 << 20)  # as if the model were over 1 GiB
+    monkeypatch.setattr(spa.model.io, "_EXTERNAL_DATA_THRESHOLD", 1 << 20)  # as if the model were over 1 GiB
     out = save_model(model, tmp_path / "copy.onnx")
     assert model.SerializeToString() == before  # the model saved is not changed
     data = tmp_path / "copy.onnx.data"
@@ -72,7 +72,7 @@ def test_pruned_external_data_model_round_trips(tmp_path: Path, tiny_decoder: Pa
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     pruned, _, report = spa.prune(tiny_decoder, ratio=0.4)
     assert report.groups_pruned >= 2 and report.after.params < report.before.params
-    monkeypatch.setattr(spa.io, "_EXTERNAL_DATA_THRESHOLD", 1 << 16)
+    monkeypatch.setattr(spa.model.io, "_EXTERNAL_DATA_THRESHOLD", 1 << 16)
     out = save_model(pruned, tmp_path / "p.onnx")
     assert (tmp_path / "p.onnx.data").exists()
     feeds = {"input_ids": np.arange(10, dtype=np.int64).reshape(2, 5)}
@@ -126,12 +126,12 @@ def test_shape_probe_sees_real_shapes_without_weights() -> None:
 
 
 def test_array_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import spa.graph
+    import spa.model.graph
 
     m = load_model(ZOO / "vgg_bn.ts.onnx")
     ctx = ModelContext.build(m)
-    monkeypatch.setattr(spa.graph, "ARRAY_CACHE_BYTES", 0)
-    monkeypatch.setattr(spa.graph, "_SMALL_ARRAY_BYTES", 1024)
+    monkeypatch.setattr(spa.model.graph, "ARRAY_CACHE_BYTES", 0)
+    monkeypatch.setattr(spa.model.graph, "_SMALL_ARRAY_BYTES", 1024)
     big = [t.name for t in m.graph.initializer if numpy_helper.to_array(t).nbytes > 1024]
     small = [t.name for t in m.graph.initializer if numpy_helper.to_array(t).nbytes <= 1024]
     for name in big + small:
@@ -159,7 +159,7 @@ def test_benchmark_builders_make_valid_prunable_models(tmp_path: Path, build, kw
 
 def test_sessions_of_models_past_the_protobuf_limit(tiny_decoder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions (verification, gates, sweeps) of a model too large to serialize use external data."""
-    import spa.runtime
+    import spa.model.runtime
 
     model = load_model(tiny_decoder)
     feeds = random_inputs(model, seed=1)
@@ -170,8 +170,8 @@ def test_sessions_of_models_past_the_protobuf_limit(tiny_decoder: Path, monkeypa
         written.append(Path(path))
         write_external(m, path, data_name)
 
-    monkeypatch.setattr(spa.runtime, "INLINE_LIMIT", 1 << 20)  # as if the model were over 2 GiB
-    monkeypatch.setattr(spa.io, "write_external", spy)
+    monkeypatch.setattr(spa.model.runtime, "INLINE_LIMIT", 1 << 20)  # as if the model were over 2 GiB
+    monkeypatch.setattr(spa.model.io, "write_external", spy)
     got = run(make_session(model), feeds)
     assert len(written) == 1 and not written[0].parent.exists()  # the temporary folder is gone
     assert all(np.array_equal(got[k], want[k]) for k in want)

@@ -10,9 +10,9 @@ from modelkit import conv, group_of, model, prune_checked
 from onnx import helper
 
 import spa
+from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError
-from spa.groups import Group
-from spa.selection import select_units
+from spa.planning.selection import select_units
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 

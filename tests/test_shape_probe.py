@@ -5,8 +5,8 @@ from __future__ import annotations
 from modelkit import model, w
 from onnx import helper
 
-from spa.runtime import random_inputs
-from spa.shapes import ShapeProbe
+from spa.model.runtime import random_inputs
+from spa.model.shapes import ShapeProbe
 
 
 def test_probe_reads_a_conv_output_that_feeds_an_add() -> None:

@@ -1,4 +1,4 @@
-"""Input sizes (spa.sizes): derived from the graph or stated with --shape, and used everywhere.
+"""Input sizes (spa.model.sizes): derived from the graph or stated with --shape, and used everywhere.
 
 Each model here names the failure it exercises: a Reshape target that reads a downsampled width
 (PP-OCRv4 recognition), a detector whose upsampled maps are concatenated with lateral ones
@@ -19,11 +19,11 @@ from modelkit import model, w
 from onnx import helper
 
 import spa
-from spa.bench import bench_model
+from spa.check.gates import measure_drift
 from spa.errors import InvalidArgumentError, RewriteError
-from spa.gates import measure_drift
+from spa.model.sizes import derive, resolve
+from spa.report.bench import bench_model
 from spa.rewrite import check_valid
-from spa.sizes import derive, resolve
 
 
 def _conv(x: str, y: str, cin: int, cout: int, inits: dict, stride: int = 1, k: int = 3) -> list[onnx.NodeProto]:
@@ -95,7 +95,7 @@ def test_width_read_by_a_reshape_stays_dynamic_after_pruning() -> None:
     assert plan.slices and report.verification is not None and report.verification["passed"]
     for shape in ([1, 3, 8, 320], [6, 3, 8, 320], [1, 3, 8, 640]):
         assert _run(pruned, shape).shape == (shape[0], 6, shape[3] // 8)
-    masked = spa.verify.mask_model(m, plan)
+    masked = spa.check.verify.mask_model(m, plan)
     np.testing.assert_allclose(_run(pruned, [2, 3, 8, 96]), _run(masked, [2, 3, 8, 96]), rtol=1e-4, atol=1e-4)
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 import spa
+from spa.check.gates import measure_drift
 from spa.errors import InvalidArgumentError
-from spa.gates import measure_drift
-from spa.runtime import make_session
-from spa.sweep import parse_ratios, sweep
+from spa.model.runtime import make_session
+from spa.pipeline.sweep import parse_ratios, sweep
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

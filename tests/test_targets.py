@@ -12,8 +12,8 @@ from spa.criteria import get_criterion
 
 import spa
 from spa.errors import InvalidArgumentError, TargetError
-from spa.selection import select_units
-from spa.targets import MAX_RATIO, bisect_ratio, candidate_model, estimate
+from spa.pipeline.targets import MAX_RATIO, bisect_ratio, candidate_model, estimate
+from spa.planning.selection import select_units
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 

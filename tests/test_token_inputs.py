@@ -1,4 +1,4 @@
-"""Valid synthetic inputs for token models and KV-cache decoders (:mod:`spa.inputs`), and
+"""Valid synthetic inputs for token models and KV-cache decoders (:mod:`spa.model.inputs`), and
 ``--inputs DATA.npz`` for the inputs SPA cannot derive.
 
 Models: tiny graphs built with ``onnx.helper`` (an embedding behind a shift, a position table, a
@@ -17,10 +17,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from spa.graph import ModelContext
-from spa.inputs import InputSynthesisError, derive_domains, resolve_shapes, synthesis_error, use_inputs
-from spa.runtime import random_inputs
-from spa.synthetic import synthetic_batches
+from spa.model.graph import ModelContext
+from spa.model.inputs import InputSynthesisError, derive_domains, resolve_shapes, synthesis_error, use_inputs
+from spa.model.runtime import random_inputs
+from spa.scoring.synthetic import synthetic_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_KV = ROOT / "models" / "zoo" / "hf" / "optimum" / "llama_kv.onnx"
@@ -246,7 +246,7 @@ def test_an_input_nothing_bounds_is_marked_and_named_in_the_error() -> None:
 
 
 def test_supplied_inputs_replace_synthetic_ones_and_fit_asked_sizes() -> None:
-    from spa.inputs import SuppliedInputs
+    from spa.model.inputs import SuppliedInputs
 
     m = kv_decoder()
     real = {"input_ids": np.array([[1, 2, 3, 4]], np.int64), "attention_mask": np.ones((1, 4), np.int64),
@@ -266,7 +266,7 @@ def test_supplied_inputs_replace_synthetic_ones_and_fit_asked_sizes() -> None:
 
 
 def test_synthetic_batches_take_supplied_values_only_where_they_cannot_derive_them() -> None:
-    from spa.inputs import SuppliedInputs
+    from spa.model.inputs import SuppliedInputs
 
     m = reshape_by_input()
     real = {"x": np.zeros((1, 8), np.float32), "shape": np.array([-1, 3], np.int64)}
@@ -344,7 +344,7 @@ def test_cli_names_the_input_it_cannot_synthesise_and_takes_inputs(tmp_path: Pat
 ])
 def test_bad_inputs_files_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                        arrays: dict[str, np.ndarray], said: str) -> None:
-    from spa.cli import main
+    from spa.cli.app import main
 
     src = tmp_path / "m.onnx"
     onnx.save(reshape_by_input(), str(src))

@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 import spa  # noqa: E402
 import spa.torch  # noqa: E402
 from spa.errors import PlanError  # noqa: E402
-from spa.plan import SliceEntry  # noqa: E402
+from spa.planning.plan import SliceEntry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

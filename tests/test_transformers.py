@@ -16,7 +16,7 @@ import pytest
 from modelkit import mask_model, run
 
 import spa
-from spa.runtime import input_specs
+from spa.model.runtime import input_specs
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo" / "transformers"
 MODELS = sorted(p.name for p in ZOO.glob("*.onnx"))

@@ -15,8 +15,8 @@ from modelkit import model, w
 from onnx import helper
 
 import spa
+from spa.check.verify import input_shapes, verify
 from spa.errors import InvalidArgumentError
-from spa.verify import input_shapes, verify
 
 
 def _seq_model(mix_positions: bool) -> onnx.ModelProto:

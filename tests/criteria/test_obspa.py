@@ -102,7 +102,7 @@ def test_activation_criterion_removes_dead_channel() -> None:
 
 
 def test_both_exporters_give_obspa_the_same_consumers(zoo) -> None:
-    from spa.consumers import find_consumers
+    from spa.analysis.consumers import find_consumers
 
     counts = []
     for exporter in ("ts", "dynamo"):
@@ -121,7 +121,7 @@ def _conv_model() -> object:
 
 
 def test_synthetic_image_inputs_are_standardised_smooth_fields() -> None:
-    from spa.synthetic import synthetic_batches
+    from spa.scoring.synthetic import synthetic_batches
 
     ctx = spa.analyze(_conv_model()).ctx
     (a,), (b,) = list(synthetic_batches(ctx, 1, 8, seed=0)), list(synthetic_batches(ctx, 1, 8, seed=1))
@@ -155,8 +155,8 @@ def _linear3(hidden: int = 5) -> object:
 
 
 def test_pruned_world_reads_the_weights_installed_at_a_stop() -> None:
-    from spa.consumers import find_consumers
-    from spa.worlds import PrunedWorld, Worlds
+    from spa.analysis.consumers import find_consumers
+    from spa.scoring.worlds import PrunedWorld, Worlds
 
     m = _linear3()
     a = spa.analyze(m)
@@ -187,7 +187,7 @@ def test_pruned_world_reads_the_weights_installed_at_a_stop() -> None:
 
 
 def test_refit_to_is_least_squares_from_the_changed_input() -> None:
-    from spa.obs import refit_to
+    from spa.scoring.obs import refit_to
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4000, 6)).astype(np.float32)
@@ -203,8 +203,8 @@ def test_refit_to_is_least_squares_from_the_changed_input() -> None:
 
 
 def test_low_rank_and_cholesky_inverses_match_numpy() -> None:
-    from spa.input_moments import moment, shrink, shrunk_moment
-    from spa.obs import LowRankH, ObsLayer, spd_inverse
+    from spa.scoring.input_moments import shrunk_moment
+    from spa.scoring.obs import LowRankH, ObsLayer, moment, shrink, spd_inverse
 
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((40, 300)) + 0.5).astype(np.float32)  # fewer rows than columns
@@ -221,9 +221,9 @@ def test_low_rank_and_cholesky_inverses_match_numpy() -> None:
 
 
 def test_conv_rows_are_patches_at_the_same_positions_in_both_worlds() -> None:
-    from spa.consumers import find_consumers
-    from spa.input_moments import input_rows
-    from spa.stats import conv_windows
+    from spa.analysis.consumers import find_consumers
+    from spa.scoring.input_moments import input_rows
+    from spa.scoring.stats import conv_windows
 
     a = spa.analyze(_conv_model())
     c = next(c for g in a.prunable for c in find_consumers(g, a.ctx) if c.kind == "conv")
@@ -237,8 +237,8 @@ def test_conv_rows_are_patches_at_the_same_positions_in_both_worlds() -> None:
 
 
 def test_moment_samples_are_freed_after_their_last_reader() -> None:
-    from spa.consumers import find_consumers
-    from spa.stats import MomentEstimator, consumer_statistics
+    from spa.analysis.consumers import find_consumers
+    from spa.scoring.stats import MomentEstimator, consumer_statistics
 
     a = spa.analyze(spa.load_model(ZOO_DIR / "resnet_basic.ts.onnx"))
     cs = sorted((c for g in a.prunable for c in find_consumers(g, a.ctx)), key=lambda c: a.ctx.node_index[c.node.name])

@@ -18,7 +18,7 @@ from spa.passes import (
 )
 
 import spa
-from spa.plan import SliceEntry, kept_spaces
+from spa.planning.plan import SliceEntry, kept_spaces
 
 
 def _chain() -> onnx.ModelProto:

@@ -18,11 +18,11 @@ from modelkit import assert_masked_equivalent, group_of, init_shape, prune_check
 from onnx import TensorProto, helper, numpy_helper
 
 import spa
-from spa.api import analyze
-from spa.rules import Rule, register, rule_for
-from spa.rules.contrib import AttentionRule, ContribGeluRule
-from spa.rules.elementwise import UnaryRule
-from spa.verify import mask_model
+from spa.analysis.rules import Rule, register, rule_for
+from spa.analysis.rules.contrib import AttentionRule, ContribGeluRule
+from spa.analysis.rules.elementwise import UnaryRule
+from spa.check.verify import mask_model
+from spa.pipeline.api import analyze
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -75,7 +75,7 @@ def test_registry_matches_domain_and_op_type() -> None:
     assert isinstance(rule_for(helper.make_node("Attention", ["x"], ["y"], domain=MS)), AttentionRule)
     assert rule_for(helper.make_node("Attention", ["x"], ["y"])) is None  # not a default-domain op
     assert rule_for(helper.make_node("BiasGelu", ["x"], ["y"], domain="com.example")) is None
-    assert "com.microsoft::Attention" in spa.rules.registered_op_types()
+    assert "com.microsoft::Attention" in spa.analysis.rules.registered_op_types()
 
 
 def test_registry_refuses_a_second_rule_for_the_same_domain_and_op() -> None:

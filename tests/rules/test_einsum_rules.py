@@ -9,7 +9,7 @@ from modelkit import group_of, init_shape, model, prune_checked, w
 from onnx import helper
 
 import spa
-from spa.rules.einsum import parse
+from spa.analysis.rules.einsum import parse
 
 S, E, H, D = 3, 8, 2, 4
 

@@ -1,4 +1,4 @@
-"""QDQ models (QuantizeLinear/DequantizeLinear, spa/rules/quant.py), as onnxruntime's own
+"""QDQ models (QuantizeLinear/DequantizeLinear, spa/analysis/rules/quant.py), as onnxruntime's own
 ``quantize_static`` writes them from a zoo model: int8 codes sliced with their per-channel scales
 and zero points, masked equivalence, parameters counted in codes, and blocked quantization refused."""
 
@@ -13,7 +13,7 @@ from modelkit import group_of, model, run, w
 from onnx import helper, numpy_helper
 
 import spa
-from spa.verify import mask_model, verify
+from spa.check.verify import mask_model, verify
 
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
 

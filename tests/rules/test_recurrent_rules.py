@@ -1,4 +1,4 @@
-"""LSTM / GRU / RNN hidden units (spa/rules/recurrent.py) and zero-filled initial states
+"""LSTM / GRU / RNN hidden units (spa/analysis/rules/recurrent.py) and zero-filled initial states
 (ConstantOfShapeRule): gates sliced together, ``hidden_size`` rewritten, masked equivalence at
 several sequence lengths, and the activations that cannot be pruned refused with a reason."""
 
@@ -13,7 +13,7 @@ from modelkit import group_of, init_shape, model, run, w
 from onnx import helper
 
 import spa
-from spa.verify import mask_model
+from spa.check.verify import mask_model
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 
@@ -168,9 +168,9 @@ def test_torch_exports_prune_hidden_units(tmp_path: Path, run_spa, cell: str) ->
 def test_macs_count_every_step_and_shrink_with_the_hidden_units() -> None:
     m = _recurrent("LSTM", hidden=6, directions=2)
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 7  # T = 7 steps, batch 2
-    from spa.graph import ModelContext
-    from spa.metrics import node_macs
-    from spa.shapes import infer_shapes
+    from spa.model.graph import ModelContext
+    from spa.model.metrics import node_macs
+    from spa.model.shapes import infer_shapes
 
     ctx = ModelContext.build(m, infer_shapes(m))
     lstm = next(n for n in m.graph.node if n.op_type == "LSTM")

@@ -93,7 +93,7 @@ def _model(tables: str = "stored", interleaved: bool = False) -> onnx.ModelProto
     return model(nodes, inputs, {"y": [1, S, E]}, inits)
 
 
-def _dims_group(a: spa.Analysis):  # noqa: ANN202 - spa.groups.Group
+def _dims_group(a: spa.Analysis):  # noqa: ANN202 - spa.analysis.groups.Group
     return group_of(a, "wq", 1)
 
 

@@ -1,0 +1,91 @@
+"""The pruning report: figures before and after, groups, timings, verification."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from spa.model.metrics import Cost
+
+
+@dataclass
+class BlockedGroup:
+    group: int
+    name: str
+    units: int
+    reason: str
+
+
+@dataclass
+class Report:
+    model: str
+    criterion: str
+    ratio: float
+    before: Cost
+    after: Cost
+    groups_total: int = 0
+    groups_prunable: int = 0
+    groups_pruned: int = 0
+    groups_unchanged: int = 0
+    blocked: list[BlockedGroup] = field(default_factory=list)
+    units_removed: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+    output: str | None = None
+    verification: dict[str, Any] | None = None
+    #: With --target-macs / --target-params: the target, the ratio found, the fraction achieved.
+    target: dict[str, Any] | None = None
+    #: The input sizes MACs were counted and the model checked at (:meth:`spa.model.sizes.InputSizes.to_dict`).
+    sizes: dict[str, Any] | None = None
+
+    @property
+    def nothing_to_prune(self) -> bool:
+        return self.groups_prunable == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nothing_to_prune"] = self.nothing_to_prune
+        return d
+
+    def table(self) -> str:
+        rows = [
+            ("params", self.before.params, self.after.params),
+            ("MACs", self.before.macs, self.after.macs),
+            ("size (bytes)", self.before.size_bytes, self.after.size_bytes),
+        ]
+        lines = [f"{'':14}{'before':>16}{'after':>16}{'change':>10}"]
+        for name, b, a in rows:
+            change = f"{(a - b) / b * 100:+.1f}%" if b > 0 else "-"
+            lines.append(f"{name:14}{_fmt(b):>16}{_fmt(a):>16}{change:>10}")
+        lines.append(
+            f"groups: {self.groups_total} found, {self.groups_pruned} pruned, "
+            f"{len(self.blocked)} blocked, {self.groups_unchanged} unchanged; "
+            f"{self.units_removed} channel units removed"
+        )
+        if self.sizes is not None:
+            lines.append(str(self.sizes.get("summary", "")))
+        for b in self.blocked[:10]:
+            lines.append(f"  blocked group {b.group} ({b.name}, {b.units} units): {b.reason}")
+        if len(self.blocked) > 10:
+            lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
+        if self.target is not None:
+            lines.append(target_line(self.target))
+        if self.verification is not None:
+            lines.append(str(self.verification.get("summary", "")))
+        total = sum(self.seconds.values())
+        lines.append(f"time: {total:.2f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()) + ")")
+        return "\n".join(lines)
+
+
+def target_line(t: dict[str, Any]) -> str:
+    """The console line for a pruning target: what was asked, the ratio found, what was achieved."""
+    if t["kind"] in ("latency", "speedup"):
+        asked = f"latency <= {t['target']:g} ms" if t["kind"] == "latency" else f"speedup >= {t['target']:g}x"
+        return (f"target: {asked} -> ratio {t['ratio']:.3f}, measured {t['measured_ms']:.3f} ms against "
+                f"{t['baseline_ms']:.3f} ms for the original ({t['measured_speedup']:.2f}x, ideal "
+                f"{t['ideal_speedup']:.2f}x; {len(t['trials'])} candidate{'s' * (len(t['trials']) != 1)} timed, {t['runs']} runs each)")
+    return (f"target: {t['kind']} <= {t['target']:.1%} of the original -> ratio {t['ratio']:.3f}, "
+            f"achieved {t['achieved']:.1%}")
+
+
+def _fmt(n: int) -> str:
+    return f"{n:,}" if n >= 0 else "?"
