@@ -47,6 +47,40 @@ def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
     return default
 
 
+def _attribute(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
+    return next((a for a in node.attribute if a.name == name), None)
+
+
+def attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
+    """Integer attribute ``name`` of ``node``, or ``default`` when absent."""
+    a = _attribute(node, name)
+    return default if a is None else int(a.i)
+
+
+def attr_float(node: onnx.NodeProto, name: str, default: float) -> float:
+    """Float attribute ``name`` of ``node``, or ``default`` when absent."""
+    a = _attribute(node, name)
+    return default if a is None else float(a.f)
+
+
+def attr_ints(node: onnx.NodeProto, name: str) -> list[int] | None:
+    """Integer-list attribute ``name`` of ``node``, or None when absent."""
+    a = _attribute(node, name)
+    return None if a is None else [int(v) for v in a.ints]
+
+
+def attr_floats(node: onnx.NodeProto, name: str) -> list[float] | None:
+    """Float-list attribute ``name`` of ``node``, or None when absent."""
+    a = _attribute(node, name)
+    return None if a is None else [float(v) for v in a.floats]
+
+
+def attr_str(node: onnx.NodeProto, name: str, default: str | None = None) -> str | None:
+    """String attribute ``name`` of ``node`` (decoded), or ``default`` when absent."""
+    a = _attribute(node, name)
+    return default if a is None else a.s.decode("utf-8", "replace")
+
+
 def node_label(node: onnx.NodeProto) -> str:
     """``OpType 'name'`` for messages."""
     return f"{node.op_type} '{node.name}'"
