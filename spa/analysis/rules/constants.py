@@ -51,7 +51,7 @@ class RangeRule(Rule):
 
 def _target_reader(node: onnx.NodeProto) -> onnx.NodeProto:
     """``node`` seen as a reader of a target shape in input 1, as Reshape and Expand read theirs,
-    so that the shape-target helpers of :mod:`spa.analysis.rules.layout` apply to ConstantOfShape."""
+    so that the shape-target helpers of :mod:`spa.analysis.rules.shape_vectors` apply to ConstantOfShape."""
     proxy = onnx.NodeProto()
     proxy.CopyFrom(node)
     del proxy.input[:]
