@@ -89,12 +89,13 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     ``shapes`` (input name -> whole shape) states input sizes; the others are derived from the graph
     (:mod:`spa.model.sizes`) and the model is run at them: the shape probes use them.
     """
-    original, source = _load(model)
+    loaded, source = _load(model)
+    original: onnx.ModelProto | None = loaded
     if in_place and not isinstance(model, onnx.ModelProto):
-        work, original = original, None
+        work, original = loaded, None
     else:
         work = onnx.ModelProto()
-        work.CopyFrom(original)
+        work.CopyFrom(loaded)
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
     normalize(work)  # Constant weights lifted, shared parameters untied (spa.passes.normalize)

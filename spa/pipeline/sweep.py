@@ -121,9 +121,12 @@ class Reference:
                     err = math.inf if math.isnan(err) else err
                 max_abs[name] = max(max_abs.get(name, 0.0), err)
                 scale[name] = max(scale.get(name, 0.0), float(np.max(np.abs(rf))) if rf.size else 0.0)
-            r0 = np.asarray(ref[first]) if first is not None else None
-            if r0 is not None and r0.ndim >= 2 and r0.shape[-1] > 1 and np.shape(got.get(first)) == r0.shape:
-                same += int(np.sum(r0.argmax(-1) == np.asarray(got[first]).argmax(-1)))
+            if first is None:
+                continue  # a model without outputs: nothing to agree on
+            r0 = np.asarray(ref[first])
+            g0 = got.get(first)
+            if g0 is not None and r0.ndim >= 2 and r0.shape[-1] > 1 and np.shape(g0) == r0.shape:
+                same += int(np.sum(r0.argmax(-1) == np.asarray(g0).argmax(-1)))
                 total += int(np.prod(r0.shape[:-1]))
         drift = max((max_abs[n] / scale[n] if scale[n] else max_abs[n] for n in max_abs), default=0.0)
         return {"drift": drift, "agreement": same / total if total else None}

@@ -83,9 +83,9 @@ class Report:
             ("size (bytes)", self.before.size_bytes, self.after.size_bytes),
         ]
         lines = [f"{'':14}{'before':>16}{'after':>16}{'change':>10}"]
-        for name, b, a in rows:
-            change = f"{(a - b) / b * 100:+.1f}%" if b > 0 else "-"
-            lines.append(f"{name:14}{_fmt(b):>16}{_fmt(a):>16}{change:>10}")
+        for name, old, new in rows:
+            change = f"{(new - old) / old * 100:+.1f}%" if old > 0 else "-"
+            lines.append(f"{name:14}{_fmt(old):>16}{_fmt(new):>16}{change:>10}")
         lines.append(
             f"groups: {self.groups_total} found, {self.groups_pruned} pruned, "
             f"{len(self.blocked)} blocked, {self.groups_unchanged} unchanged; "

@@ -217,17 +217,16 @@ def inputs_scope(args: argparse.Namespace) -> Iterator[None]:
     """Run a command with ``--inputs`` in effect (if given); an onnxruntime failure on synthetic
     inputs that SPA could not derive becomes a one-line error naming them."""
     given = None
-    if getattr(args, "inputs", None) and _model_path(args):
-
-        given = load_inputs(args.inputs, load_model(_model_path(args), external_data=False))
+    path = _model_path(args)
+    if getattr(args, "inputs", None) and path:
+        given = load_inputs(args.inputs, load_model(path, external_data=False))
     try:
         with use_inputs(given):
             yield
     except Exception as exc:
-        if given is not None or not is_runtime_error(exc) or not _model_path(args):
+        if given is not None or not is_runtime_error(exc) or not path:
             raise
-
-        model = load_model(_model_path(args), external_data=False)
+        model = load_model(path, external_data=False)
         if not derive_domains(model).underived():
             raise  # every input was derived: onnxruntime failing is a bug to report, with its traceback
         raise synthesis_error(model, exc) from None
