@@ -13,7 +13,7 @@ same folder and unchanged training settings skips training.
 
 A criterion is written ``NAME[:STATS][@N]``: ``l1``; ``obspa:synthetic`` passes ``stats="synthetic"``;
 ``obspa@128`` passes ``N`` = 128 images of :func:`benchmarks.digits.calibration_batch` (training
-digits, never test digits) as ``calib={"input": images}`` (see :func:`prune_kwargs`). A criterion,
+digits, never test digits) as ``calib={"input": images}`` (see :func:`prune_scoring`). A criterion,
 ratio or model SPA rejects (any ``spa.SpaError``, e.g. an unknown criterion) is shown as n/a with
 the reason under the table; any other exception is reported the same way unless ``--strict``.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -54,6 +53,7 @@ from torch import nn
 
 import spa
 from benchmarks import digits
+from spa.records import Scoring
 
 log = logging.getLogger("benchmarks.accuracy")
 
@@ -376,23 +376,16 @@ class CriterionSpec:
         return cls(name, stats or None, int(n) if n else None)
 
 
-def prune_kwargs(spec: CriterionSpec, seed: int, input_name: str = "input") -> dict[str, Any]:
-    """Extra keyword arguments for ``spa.prune``: the one place that knows its data options.
+def prune_scoring(spec: CriterionSpec, seed: int, input_name: str = "input") -> Scoring:
+    """What ``spa.prune`` scores with: the one place that knows its data options.
 
-    ``stats`` goes to ``stats=``; calibration images (float32 NCHW training digits) go to
-    ``calib={input_name: images}``. An option ``spa.prune`` lacks makes the row n/a.
+    ``stats`` goes to ``Scoring.stats``; calibration images (float32 NCHW training digits) go to
+    ``Scoring.calib={input_name: images}``.
     """
-    params = inspect.signature(spa.prune).parameters
-    kwargs: dict[str, Any] = {}
-    if spec.stats is not None:
-        if "stats" not in params:
-            raise spa.SpaError("spa.prune has no 'stats' option")
-        kwargs["stats"] = spec.stats
+    calib = None
     if spec.calibration is not None:
-        if "calib" not in params:
-            raise spa.SpaError("spa.prune has no 'calib' option")
-        kwargs["calib"] = {input_name: digits.calibration_batch(spec.calibration, seed=seed)}
-    return kwargs
+        calib = {input_name: digits.calibration_batch(spec.calibration, seed=seed)}
+    return Scoring(seed=seed, stats=spec.stats or "auto", calib=calib)
 
 
 @dataclass
@@ -439,8 +432,8 @@ def _run_one(row: Row, spec: CriterionSpec, seed: int, original: onnx.ModelProto
     """Prune with one seed and add its accuracy to ``row`` (or set ``row.error``)."""
     t0 = time.perf_counter()
     try:
-        result = spa.prune(original, ratio=row.ratio, criterion=spec.name, seed=seed,
-                           **prune_kwargs(spec, seed, input_name))
+        result = spa.prune(original, ratio=row.ratio, criterion=spec.name,
+                           scoring=prune_scoring(spec, seed, input_name))
     except spa.SpaError as exc:
         row.error = f"{type(exc).__name__}: {exc}"
         return

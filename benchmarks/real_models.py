@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import spa
+from spa.records import Runtime, Selection
 
 #: Typical input shape of each model, as RapidOCR feeds it (config.yaml: rec_img_shape,
 #: cls_image_shape; detection resizes a side of 736 in its default config, 320 keeps obspa quick).
@@ -121,8 +122,8 @@ def run(ratio: float, criteria: list[str], kinds: list[str], pages: int) -> list
             for criterion in criteria:
                 t0 = time.perf_counter()
                 try:
-                    pruned, _, report = spa.prune(folder / name, ratio, criterion, shapes={"x": shape},
-                                                  round_to="auto")
+                    pruned, _, report = spa.prune(folder / name, ratio, criterion, selection=Selection(round_to="auto"),
+                                                  runtime=Runtime(shapes={"x": shape}))
                 except spa.SpaError as exc:
                     rows.append(Row(kind, criterion, 0, 0, 0, 0, "", time.perf_counter() - t0, 0.0, 0.0, str(exc)))
                     continue
@@ -151,8 +152,9 @@ def run_magika(ratio: float, criteria: list[str], files: int = 600) -> list[Row]
         for criterion in criteria:
             t0 = time.perf_counter()
             try:
-                pruned, _, report = spa.prune(folder / "model.onnx", ratio, criterion, shapes={"bytes": [1, 2048]},
-                                              round_to="auto")
+                pruned, _, report = spa.prune(folder / "model.onnx", ratio, criterion,
+                                              selection=Selection(round_to="auto"),
+                                              runtime=Runtime(shapes={"bytes": [1, 2048]}))
             except spa.SpaError as exc:
                 rows.append(Row("magika", criterion, 0, 0, 0, 0, "", time.perf_counter() - t0, 0.0, 0.0, str(exc)))
                 continue

@@ -31,6 +31,7 @@ import spa
 import spa.pipeline.api
 from spa.planning import selection
 from spa.planning.selection import check_round_to
+from spa.records import Selection
 from spa.report.bench import bench_models
 
 log = logging.getLogger("benchmarks.round_to")
@@ -82,10 +83,10 @@ def _prune(model: onnx.ModelProto, ratio: float, rounding: int | str) -> spa.pip
         saved = selection.AUTO_MIN_UNITS
         selection.AUTO_MIN_UNITS = int(rounding[len("auto>="):])
         try:
-            return spa.prune(model, ratio=ratio, round_to="auto")
+            return spa.prune(model, ratio=ratio, selection=Selection(round_to="auto"))
         finally:
             selection.AUTO_MIN_UNITS = saved
-    return spa.prune(model, ratio=ratio, round_to=rounding)
+    return spa.prune(model, ratio=ratio, selection=Selection(round_to=rounding))
 
 
 def _rounding(text: str) -> int | str:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 class ActivationCriterion(Criterion):
     name = "activation"
+    options = ("stats", "calib")
 
     def __init__(self, seed: int = 0, stats: str = "auto", calib: dict[str, np.ndarray] | None = None,
                  **_: object) -> None:

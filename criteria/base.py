@@ -12,8 +12,10 @@ from typing import ClassVar
 import numpy as np
 
 from spa.analysis.groups import Group
+from spa.criteria.compensation import Compensation
 from spa.model.graph import ModelContext
 from spa.model.quant import dequantized, is_quantization_parameter
+from spa.records import KeptUnits
 
 
 class Criterion:
@@ -22,6 +24,9 @@ class Criterion:
     name: ClassVar[str] = ""
     #: True when the criterion changes surviving weights (then masked equivalence does not hold).
     compensates: ClassVar[bool] = False
+    #: The keyword options its constructor takes besides ``seed`` (of :meth:`spa.records.Scoring.criterion_options`):
+    #: :func:`spa.criteria.get_criterion` passes it these and no others.
+    options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -35,8 +40,8 @@ class Criterion:
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:
         raise NotImplementedError
 
-    def compensate(self, groups: list[Group], kept_units: dict[int, np.ndarray], ctx: ModelContext) -> object:
-        """New values for surviving weights (criteria with ``compensates = True``)."""
+    def compensate(self, groups: list[Group], kept_units: KeptUnits, ctx: ModelContext) -> Compensation | None:
+        """New values for surviving weights (criteria with ``compensates = True``); None: none."""
         return None
 
 

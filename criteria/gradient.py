@@ -52,6 +52,7 @@ class GradientCriterion(Criterion):
 
     #: True for criteria that cannot score without labelled data (``--calib`` with labels).
     needs_labels: ClassVar[bool] = True
+    options = ("calib", "labels", "loss")
 
     def __init__(self, seed: int = 0, calib: Arrays | None = None, labels: np.ndarray | None = None,
                  loss: str = "cross-entropy", **_: object) -> None:

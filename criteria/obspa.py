@@ -31,10 +31,10 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 from spa.criteria.base import Criterion
+from spa.criteria.compensation import Compensation
 from spa.criteria.l2 import L2Criterion
 
 from spa.analysis.consumers import Consumer, find_consumers
@@ -59,30 +59,6 @@ SAMPLE_MACS = 6.4e10
 #: ... and whose cached activations (two worlds) fit in this many bytes, within these bounds.
 SAMPLE_BYTES = 1 << 29
 MIN_SAMPLES, MAX_SAMPLES = 16, 256
-
-
-@dataclass
-class Compensation:
-    """New values, in the *original* shapes, for consumer weights and biases."""
-
-    weights: dict[str, np.ndarray] = field(default_factory=dict)
-    #: node name -> full-length bias, for consumers whose bias is not an initializer of their own
-    new_biases: dict[str, np.ndarray] = field(default_factory=dict)
-    #: bias initializer -> full-length values, updated in place
-    biases: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def record(self, c: Consumer, ctx: ModelContext, new: np.ndarray, bias_slot: bool) -> np.ndarray | None:
-        """Store augmented weights ``new`` for ``c``; returns the bias as written (or None)."""
-        self.weights[c.weight] = c.to_weight(ctx, new[:, :-1])
-        if not bias_slot:
-            return None
-        bias = new[:, -1]
-        if c.bias is not None and c.own_bias and ctx.array(c.bias).size == bias.size:
-            current = ctx.array(c.bias)
-            self.biases[c.bias] = bias.astype(current.dtype).reshape(current.shape)
-            return self.biases[c.bias]
-        self.new_biases[c.node.name] = bias
-        return bias
 
 
 def _finite_or_none(comp: Compensation) -> Compensation | None:
@@ -123,6 +99,7 @@ def sample_count(ctx: ModelContext) -> int:
 class OBSPACriterion(Criterion):
     name = "obspa"
     compensates = True
+    options = ("stats", "calib")
 
     def __init__(self, seed: int = 0, stats: str = "auto", calib: dict[str, np.ndarray] | None = None,
                  samples: int | None = None, batch: int = 32) -> None:

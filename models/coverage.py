@@ -276,12 +276,14 @@ def result_row(original: onnx.ModelProto, path: Path, ratio: float, section: str
     """Prune ``original`` (the model at ``path``) at ``ratio`` and check it: one row."""
     import spa
     from spa.model.runtime import random_inputs
+    from spa.records import Scoring, Selection
 
     model, exporter = model_and_exporter(path, zoo)
     head = (model, exporter, f"{ratio:g}")
     try:
-        pruned, plan, report = spa.prune(original, ratio=ratio, criterion=CRITERION, round_to=1, seed=SEED,
-                                         prune_norm_axes=section == NORM_MODE)
+        selection = Selection(round_to=1, prune_norm_axes=section == NORM_MODE)
+        pruned, plan, report = spa.prune(original, ratio=ratio, criterion=CRITERION, selection=selection,
+                                         scoring=Scoring(seed=SEED))
     except Exception as exc:  # noqa: BLE001 - a crash is a FAIL row with its cause, never hidden
         why = f"spa.prune raised {_first_line(exc)}"
         return Row(section, (*head, "—", "—", "—", "—", "—", "—", FAIL, why))
@@ -306,9 +308,10 @@ def _replays(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: Any) -> t
     from onnx import numpy_helper
 
     import spa
+    from spa.records import Scoring
 
     try:
-        again = spa.prune(original, from_plan=plan, seed=SEED)[0]
+        again = spa.prune(original, from_plan=plan, scoring=Scoring(seed=SEED))[0]
     except Exception as exc:  # noqa: BLE001 - reported in the table
         return f"replay FAIL: {_first_line(exc)}", False
     a = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
@@ -323,12 +326,13 @@ def cli_default_row(original: onnx.ModelProto, path: Path, reference: dict[str, 
     """``spa prune MODEL --ratio 0.4`` with every other setting at its default: one row."""
     import spa
     from spa.model.runtime import make_session, random_inputs, run
+    from spa.records import Scoring, Selection
 
     model, exporter = model_and_exporter(path, zoo)
     head = (model, exporter, f"{CLI_RATIO:g}")
     try:
-        pruned, plan, report = spa.prune(original, ratio=CLI_RATIO, criterion=CLI_CRITERION, round_to=CLI_ROUND_TO,
-                                         seed=SEED)
+        pruned, plan, report = spa.prune(original, ratio=CLI_RATIO, criterion=CLI_CRITERION,
+                                         selection=Selection(round_to=CLI_ROUND_TO), scoring=Scoring(seed=SEED))
     except Exception as exc:  # noqa: BLE001 - a crash is a FAIL row with its cause, never hidden
         return Row(CLI_MODE, (*head, "—", "—", "—", "—", "—", "—", FAIL, f"spa.prune raised {_first_line(exc)}"))
     shapes = input_shapes(original)

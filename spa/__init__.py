@@ -9,14 +9,20 @@ from spa.errors import RewriteError, SpaError
 from spa.model.io import load_model, save_model
 from spa.pipeline.api import Analysis, PruneResult, analyze, prune, verify_models
 from spa.planning.plan import Plan
+from spa.records import Bench, Runtime, Scoring, Selection, Target
 from spa.version import __version__
 
 __all__ = [
     "Analysis",
+    "Bench",
     "Plan",
     "PruneResult",
     "RewriteError",
+    "Runtime",
+    "Scoring",
+    "Selection",
     "SpaError",
+    "Target",
     "__version__",
     "analyze",
     "load_model",

@@ -12,8 +12,10 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from spa.analysis.rules.base import KeptMap
+from spa.criteria.compensation import Compensation
 from spa.errors import OriginalRunError, RewriteError, SpaError
-from spa.model.graph import ModelContext, Space
+from spa.model.graph import ModelContext
 from spa.model.inputs import derive_domains, is_runtime_error, supplied, synthesis_error
 from spa.model.io import serialized_size, weightless
 from spa.model.runtime import make_session, random_inputs, run
@@ -38,8 +40,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_ELEMENTS = 1 << 18
 
 
-def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict[Space, object],
-               compensation: object | None = None) -> onnx.ModelProto:
+def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: KeptMap,
+               compensation: Compensation | None = None) -> onnx.ModelProto:
     """Rewrite ``model`` (the object ``ctx`` indexes) in place and return it.
 
     ``compensation`` (from a compensating criterion) is written before slicing.
@@ -53,14 +55,14 @@ def apply_plan(model: onnx.ModelProto, ctx: ModelContext, plan: Plan, kept: dict
     resized = _downstream(ctx, {t for t, _ in kept})  # weights too: some exporters keep their value_info
     comp_passes = []
     if compensation is not None:
-        values = {**compensation.weights, **compensation.biases}  # type: ignore[attr-defined]
-        comp_passes.append(CompensateWeightsPass(values, compensation.new_biases, kept))  # type: ignore[attr-defined,arg-type]
+        values = {**compensation.weights, **compensation.biases}
+        comp_passes.append(CompensateWeightsPass(values, compensation.new_biases, kept))
     manager = PassManager([
         *comp_passes,
         MaterializeViewsPass(views_to_materialize(ctx.views, (s.initializer for s in plan.slices))),
         SliceInitializersPass(plan.slices),
-        UpdateAttributesPass(ctx, kept),  # type: ignore[arg-type]
-        RewriteShapeConstantsPass(ctx, kept),  # type: ignore[arg-type]
+        UpdateAttributesPass(ctx, kept),
+        RewriteShapeConstantsPass(ctx, kept),
         DropValueInfoPass(resized),
         CleanupPass(),
     ])

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: The stages in pipeline order; a module belongs to the longest prefix that names it.
 LAYERS = [
-    ("spa.errors", "spa.version"),
+    ("spa.errors", "spa.version", "spa.records"),
     ("spa.model",),
     ("spa.analysis",),
     ("spa.scoring",),

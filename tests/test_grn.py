@@ -12,6 +12,7 @@ import onnx
 import pytest
 
 import spa
+from spa.records import Selection
 
 pytestmark = pytest.mark.torch
 
@@ -61,12 +62,13 @@ def test_grn_channels_prune_only_with_prune_norm_axes(grn_exports: dict[str, Pat
     assert not hidden.prunable and any("averages over pruned axis" in r for r in hidden.blocked)
     assert next(g for g in spa.analyze(original, prune_norm_axes=True).groups
                 if ("fc1.bias", 0) in g.members).prunable
-    pruned, plan, report = spa.prune(original, ratio=0.5, criterion="l1", prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(original, ratio=0.5, criterion="l1", verify_result=True,
+                                     selection=Selection(prune_norm_axes=True))
     onnx.checker.check_model(pruned, full_check=True)
     assert plan.inexact and any("ReduceMean" in r for r in plan.inexact)
     assert {t.name: list(t.dims) for t in pruned.graph.initializer}["fc1.bias"] == [24]
     v = report.verification
-    assert v is not None and v["mode"] == "drift" and all(np.isfinite(o["max_abs"]) for o in v["outputs"])
+    assert v is not None and v.mode == "drift" and all(np.isfinite(o.max_abs) for o in v.outputs)
 
 
 def test_nothing_to_prune_points_at_prune_norm_axes(grn_exports: dict[str, Path], run_spa, tmp_path: Path) -> None:

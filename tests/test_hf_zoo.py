@@ -24,6 +24,7 @@ from modelkit import run
 
 import spa
 from spa.check.verify import mask_model
+from spa.records import Selection
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -102,7 +103,7 @@ def test_hf_gqa_kv_heads_are_units(name: str) -> None:
 def test_prune_hf(name: str, ratio: float, record_property: pytest.RecordProperty) -> None:
     original = spa.load_model(HF / name)
     # round_to=1: the floors measure which channels SPA can remove, not a rounding policy
-    pruned, plan, report = spa.prune(original, ratio=ratio, criterion="l1", round_to=1)
+    pruned, plan, report = spa.prune(original, ratio=ratio, criterion="l1", selection=Selection(round_to=1))
     removed = 1 - report.after.macs / report.before.macs
     record_property("pruned/blocked", f"{report.groups_pruned}/{len(report.blocked)}")
     record_property("macs_removed", round(removed, 3))

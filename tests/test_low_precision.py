@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from spa.criteria import get_criterion
 
 import spa
+from spa.records import Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -50,7 +51,7 @@ def test_bfloat16_weights_are_scored_by_their_values_and_prune_exactly() -> None
         s_bf, s_fp = l1.score(g_bf, a_bf.ctx), l1.score(g_fp, a_fp.ctx)
         assert s_bf.max() > 0
         np.testing.assert_allclose(s_bf, s_fp, rtol=1e-6)
-    pruned, plan, report = spa.prune(bf, ratio=0.4, criterion="l1", round_to=1)
+    pruned, plan, report = spa.prune(bf, ratio=0.4, criterion="l1", selection=Selection(round_to=1))
     assert report.after.params < report.before.params
     types = {t.name: t.data_type for t in pruned.graph.initializer}
     assert types["onnx::Conv_100_bf16"] == TensorProto.BFLOAT16
@@ -64,7 +65,7 @@ def test_float16_model_prunes_exactly() -> None:
             t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
     for v in (*m.graph.input, *m.graph.output):
         v.type.tensor_type.elem_type = TensorProto.FLOAT16
-    pruned, plan, report = spa.prune(m, ratio=0.4, criterion="l1", round_to=1)
+    pruned, plan, report = spa.prune(m, ratio=0.4, criterion="l1", selection=Selection(round_to=1))
     onnx.checker.check_model(pruned, full_check=True)
     assert report.groups_pruned >= 5
     v = spa.verify_models(m, pruned, plan)

@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 import spa
 from spa.errors import InvalidArgumentError
+from spa.records import Scoring
 from spa.scoring.calib import load_calibration
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
@@ -32,7 +33,8 @@ def _inits(p: Path) -> dict[str, np.ndarray]:
 
 def test_calibrated_obspa_plan_is_compensated_and_replays(run_spa, vgg: Path) -> None:
     d = vgg.parent
-    code, out, err = run_spa("prune", vgg, "--criterion", "obspa", "--calib", d / "calib.npz", "--plan", d / "plan.json",
+    code, out, err = run_spa("prune", vgg, "--criterion", "obspa", "--calib", d / "calib.npz", "--plan",
+                             d / "plan.json",
                              "--verify", cwd=d)
     assert code == 0, err
     assert "drift" in out
@@ -81,4 +83,4 @@ def test_calibration_folder_of_npy(tmp_path: Path) -> None:
 
 def test_stats_data_without_calib_is_a_user_error() -> None:
     with pytest.raises(InvalidArgumentError, match="--calib"):
-        spa.prune(ZOO / "vgg_bn.ts.onnx", criterion="obspa", stats="data")
+        spa.prune(ZOO / "vgg_bn.ts.onnx", criterion="obspa", scoring=Scoring(stats="data"))

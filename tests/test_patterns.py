@@ -22,6 +22,7 @@ import pytest
 from modelkit import assert_masked_equivalent, feeds_for, run
 
 import spa
+from spa.records import Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo" / "patterns"
 FILES = sorted(p.name for p in ZOO.glob("*.onnx"))
@@ -85,14 +86,15 @@ def test_convnext_mlp_pruned_exactly_streams_need_norm_axes(exporter: str) -> No
 def test_convnext_with_norm_axes_prunes_streams_and_reports_drift(exporter: str) -> None:
     name = f"convnext.{exporter}.onnx"
     assert all(_group(name, t, True).prunable for t in ("stem.1.weight", "head_norm.weight"))
-    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, verify_result=True,
+                                     selection=Selection(prune_norm_axes=True))
     default = spa.prune(ZOO / name, ratio=0.4)[2]
     assert report.after.macs < default.after.macs
     assert _kept(plan, "stage1.0.gamma") == 10 and _kept(plan, "head_norm.weight") == 20  # layer scale, LN2d
     assert any("LayerNormalization" in m for m in plan.inexact)
     v = report.verification
-    assert v is not None and v["passed"] and v["mode"] == "drift"
-    assert 0 < max(o["max_abs"] for o in v["outputs"])  # pruning the normalised axis moves the outputs
+    assert v is not None and v.passed and v.mode == "drift"
+    assert 0 < max(o.max_abs for o in v.outputs)  # pruning the normalised axis moves the outputs
 
 
 @pytest.mark.parametrize("exporter", ["ts", "dynamo"])
@@ -138,9 +140,10 @@ def test_swin_mlp_and_heads_prune_stream_needs_norm_axes(exporter: str) -> None:
     assert not stream.prunable and any("--prune-norm-axes" in r for r in stream.blocked)
     _, plan, _ = spa.prune(ZOO / name, ratio=0.5)
     assert _kept(plan, "stage2.0.attn.bias_table", 1) == 2 and _kept(plan, "stage2.0.attn.qkv.weight") == 3 * 16
-    pruned, plan, report = spa.prune(ZOO / name, ratio=0.5, prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(ZOO / name, ratio=0.5, verify_result=True,
+                                     selection=Selection(prune_norm_axes=True))
     assert _kept(plan, "patch.bias") == 8
-    assert report.verification is not None and report.verification["passed"]
+    assert report.verification is not None and report.verification.passed
 
 
 @pytest.mark.parametrize("exporter", ["ts", "dynamo"])

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import spa
 from spa.errors import PlanError
 from spa.planning.plan import Plan
+from spa.records import Scoring, Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -39,7 +40,7 @@ def test_round_trip_and_format(tmp_path: Path) -> None:
                                   "conv_flatten_linear.dynamo.onnx"])
 def test_replay_reproduces_the_model(name: str) -> None:
     original = spa.load_model(ZOO / name)
-    first, plan, _ = spa.prune(original, ratio=0.5, criterion="random", seed=3)
+    first, plan, _ = spa.prune(original, ratio=0.5, criterion="random", scoring=Scoring(seed=3))
     replay, plan2, _ = spa.prune(original, from_plan=plan)
     a, b = _inits(first), _inits(replay)
     assert a.keys() == b.keys()
@@ -53,7 +54,7 @@ def test_compensated_replay_refits_consumers_of_groups_the_plan_leaves_whole() -
     """``--round-to auto`` leaves small groups whole; their consumers' inputs still change upstream,
     so obspa refits them. The replay must too (it used to skip them: other weights in fc1/fc2)."""
     original = spa.load_model(ZOO / "defaults" / "conv_flatten_linear.ts.onnx")
-    first, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", round_to="auto")
+    first, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", selection=Selection(round_to="auto"))
     assert report.groups_unchanged >= 1 and plan.compensated
     replay = spa.prune(original, from_plan=plan)[0]
     a, b = _inits(first), _inits(replay)
@@ -117,10 +118,12 @@ def _shared_computed_bias() -> onnx.ModelProto:
     for k in (1, 2):
         nodes += [helper.make_node("MatMul", [f"x{k}", f"W{k}"], [f"a{k}"]),
                   helper.make_node("Add", [f"a{k}", "Where_output_0"], [f"b{k}"]),
-                  helper.make_node("Relu", [f"b{k}"], [f"r{k}"]), helper.make_node("MatMul", [f"r{k}", f"V{k}"], [f"y{k}"])]
+                  helper.make_node("Relu", [f"b{k}"], [f"r{k}"]), helper.make_node("MatMul", [f"r{k}", f"V{k}"],
+                                                                                   [f"y{k}"])]
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("W1", (8, 16)), ("W2", (8, 16)), ("V1", (16, 4)), ("V2", (16, 4)))]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [2, 8]) for k in (1, 2)],
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, [2,
+                          8]) for k in (1, 2)],
                           [helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [2, 4]) for k in (1, 2)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8

@@ -13,6 +13,7 @@ import spa
 from spa.analysis.groups import Group
 from spa.errors import InvalidArgumentError
 from spa.planning.selection import select_units
+from spa.records import Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -51,10 +52,11 @@ def test_ratio_out_of_range(ratio: float) -> None:
 
 
 def test_round_to_and_global_on_a_real_model() -> None:
-    pruned, plan, report = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", ratio=0.5, round_to=4)
+    pruned, plan, report = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", ratio=0.5, selection=Selection(round_to=4))
     for s in plan.slices:
         assert len(s.keep) % 4 == 0 or len(s.keep) == s.size
-    _, plan_g, report_g = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", ratio=0.5, global_ranking=True)
+    _, plan_g, report_g = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", ratio=0.5,
+                                    selection=Selection(global_ranking=True))
     assert report_g.after.params < report_g.before.params
     assert plan_g.options["global"] is True
 
@@ -70,7 +72,7 @@ def test_exclude_blocks_matching_groups_only() -> None:
     assert any("--exclude 'b'" in r for r in group_of(a, "a.w", 0).blocked)
     assert any("--exclude 'b'" in r for r in group_of(a, "b.w", 0).blocked)
     assert group_of(a, "c.w", 0).prunable
-    _, plan, _ = prune_checked(m, 0.5, exclude=["b"])
+    _, plan, _ = prune_checked(m, 0.5, selection=Selection(exclude=["b"]))
     assert {s.initializer for s in plan.slices} == {"c.w", "c.b", "y.w"}
     a = spa.analyze(m, exclude=["c.b"])  # an initializer pattern
     assert not group_of(a, "c.w", 0).prunable and group_of(a, "a.w", 0).prunable

@@ -22,6 +22,7 @@ import spa
 from spa.check.gates import measure_drift
 from spa.errors import InvalidArgumentError, RewriteError
 from spa.model.sizes import derive, resolve
+from spa.records import Runtime
 from spa.report.bench import bench_model
 from spa.rewrite import check_valid
 
@@ -92,7 +93,7 @@ def test_width_read_by_a_reshape_stays_dynamic_after_pruning() -> None:
     """PP-OCRv4 rec pruned with exit 0 and then failed at every real input (Reshape p2o.Reshape.79)."""
     m = _recognizer()
     pruned, plan, report = spa.prune(m, ratio=0.5, criterion="l1", verify_result=True)
-    assert plan.slices and report.verification is not None and report.verification["passed"]
+    assert plan.slices and report.verification is not None and report.verification.passed
     for shape in ([1, 3, 8, 320], [6, 3, 8, 320], [1, 3, 8, 640]):
         assert _run(pruned, shape).shape == (shape[0], 6, shape[3] // 8)
     masked = spa.check.verify.mask_model(m, plan)
@@ -148,7 +149,7 @@ def test_macs_are_counted_at_the_typical_size() -> None:
     inits: dict = {}
     m = model(_conv("x", "a", 3, 8, inits) + _conv("a", "y", 8, 4, inits), {"x": ["N", 3, "H", "W"]},
               {"y": ["N", 4, "H", "W"]}, inits)
-    _, _, report = spa.prune(m, ratio=0.5, criterion="l1", shapes={"x": [1, 3, 16, 24]})
+    _, _, report = spa.prune(m, ratio=0.5, criterion="l1", runtime=Runtime(shapes={"x": [1, 3, 16, 24]}))
     assert report.before.macs == 16 * 24 * (8 * 27 + 4 * 72)
     assert report.after.macs == 16 * 24 * (4 * 27 + 4 * 36)
     _, _, derived = spa.prune(m, ratio=0.5, criterion="l1")
@@ -165,7 +166,8 @@ def _static_batch_vit() -> onnx.ModelProto:
     return model(nodes, {"x": [1, 4, 8]}, {"y": [1, 5, 8]}, inits)
 
 
-def test_calibration_data_is_fed_one_sample_at_a_time_to_a_static_batch(run_spa, tmp_path: Path) -> None:  # noqa: ANN001
+def test_calibration_data_is_fed_one_sample_at_a_time_to_a_static_batch(run_spa,
+                                                                        tmp_path: Path) -> None:  # noqa: ANN001
     """Crashed with a traceback: batches of 32 fed to a graph fixed at batch 1 ('32 and 1')."""
     path, data = tmp_path / "vit.onnx", tmp_path / "calib.npz"
     onnx.save(_static_batch_vit(), path)

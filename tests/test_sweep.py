@@ -16,6 +16,7 @@ from spa.check.gates import measure_drift
 from spa.errors import InvalidArgumentError
 from spa.model.runtime import make_session
 from spa.pipeline.sweep import parse_ratios, sweep
+from spa.records import Bench, Runtime, Scoring, Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,11 +47,12 @@ def calib() -> dict[str, np.ndarray]:
 
 def test_sweep_matches_prune_and_drift(calib: dict[str, np.ndarray]) -> None:
     model = ZOO / "resnet_bottleneck.ts.onnx"
-    r = sweep(model, [0.5, 0.25], calib=calib, bench=False, round_to=2, keep_models=True)
+    r = sweep(model, [0.5, 0.25], keep_models=True, selection=Selection(round_to=2), scoring=Scoring(calib=calib),
+              bench=None)
     assert [p.ratio for p in r.points] == [0.0, 0.25, 0.5]
     original = spa.load_model(model)
     for p, m in zip(r.points[1:], r.models):
-        _, _, report = spa.prune(model, p.ratio, round_to=2)
+        _, _, report = spa.prune(model, p.ratio, selection=Selection(round_to=2))
         assert (p.params, p.macs, p.groups_pruned) == (report.after.params, report.after.macs, report.groups_pruned)
         assert p.ideal_speedup == pytest.approx(report.before.macs / report.after.macs)
         assert p.drift == pytest.approx(measure_drift(original, m, calib=calib).value, rel=1e-9)
@@ -64,8 +66,8 @@ def test_sweep_matches_prune_and_drift(calib: dict[str, np.ndarray]) -> None:
 
 def test_sweep_bench_and_eval(calib: dict[str, np.ndarray]) -> None:
     labels = np.arange(len(calib["input"])) % 10
-    r = sweep(ZOO / "vgg_bn.dynamo.onnx", [0.3, 0.6], warmup=1, runs=3, threads=1,
-              eval_data={**calib, "labels": labels}, exclude=["*classifier*"])
+    r = sweep(ZOO / "vgg_bn.dynamo.onnx", [0.3, 0.6], eval_data={**calib, "labels": labels},
+              selection=Selection(exclude=["*classifier*"]), runtime=Runtime(threads=1), bench=Bench(warmup=1, runs=3))
     assert r.bench is not None and r.bench["runs"] == 3 and r.bench["threads"] == 1
     assert r.points[0].speedup == 1.0
     for p in r.points:
@@ -83,9 +85,9 @@ def test_sweep_bench_and_eval(calib: dict[str, np.ndarray]) -> None:
 
 def test_sweep_refuses_nothing_to_sweep() -> None:
     with pytest.raises(InvalidArgumentError):
-        sweep(ZOO / "vgg_bn.ts.onnx", [0.0], bench=False)
+        sweep(ZOO / "vgg_bn.ts.onnx", [0.0], bench=None)
     with pytest.raises(InvalidArgumentError):
-        sweep(ZOO / "vgg_bn.ts.onnx", [1.0], bench=False)
+        sweep(ZOO / "vgg_bn.ts.onnx", [1.0], bench=None)
 
 
 def test_cli_writes_every_output(run_spa, tmp_path: Path, calib: dict[str, np.ndarray]) -> None:
@@ -123,8 +125,8 @@ def test_cli_gradient_criterion_takes_labels(run_spa, tmp_path: Path, calib: dic
     assert code == 0, err
     points = json.loads(out)["points"]
     for p in points[1:]:
-        _, _, report = spa.prune(ZOO / "vgg_bn.ts.onnx", p["ratio"], "taylor", calib=calib,
-                                 labels=np.arange(len(calib["input"])) % 10)
+        scoring = Scoring(calib=calib, labels=np.arange(len(calib["input"])) % 10)
+        _, _, report = spa.prune(ZOO / "vgg_bn.ts.onnx", p["ratio"], "taylor", scoring=scoring)
         assert (p["params"], p["macs"]) == (report.after.params, report.after.macs)
         assert p["drift"] > 0
     code, _, err = run_spa(*args, "--loss", "mse", cwd=tmp_path)

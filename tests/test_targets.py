@@ -14,6 +14,7 @@ import spa
 from spa.errors import InvalidArgumentError, TargetError
 from spa.pipeline.targets import MAX_RATIO, bisect_ratio, candidate_model, estimate
 from spa.planning.selection import select_units
+from spa.records import Runtime, Selection, Target
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 
@@ -26,24 +27,23 @@ def test_estimate_equals_the_pruned_model(name: str) -> None:
     scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
     kept = select_units(a.groups, scores, 0.45)
     est = estimate(a.ctx, a.prunable, kept)
-    _, _, report = spa.prune(ZOO / name, ratio=0.45, round_to=1)
+    _, _, report = spa.prune(ZOO / name, ratio=0.45, selection=Selection(round_to=1))
     assert (est.macs, est.params) == (report.after.macs, report.after.params)
 
 
 @pytest.mark.parametrize("kind,target", [("macs", 0.5), ("macs", 0.25), ("params", 0.4)])
 def test_target_is_met_closely(kind: str, target: float) -> None:
-    kw = {f"target_{kind}": target}
-    _, plan, report = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", **kw)
+    _, plan, report = spa.prune(ZOO / "resnet_bottleneck.ts.onnx", target=Target(**{kind: target}))
     achieved = getattr(report.after, kind) / getattr(report.before, kind)
     assert achieved <= target and achieved > target - 0.1
-    assert report.target is not None and np.isclose(report.target["achieved"], achieved)
+    assert report.target is not None and np.isclose(report.target.achieved, achieved)
     assert 0 < plan.ratio < 1
 
 
-@pytest.mark.parametrize("kw", [{"target_macs": 0.0}, {"target_macs": 1.5}, {"target_macs": 0.5, "target_params": 0.5}])
+@pytest.mark.parametrize("kw", [{"macs": 0.0}, {"macs": 1.5}, {"macs": 0.5, "params": 0.5}])
 def test_bad_targets(kw: dict) -> None:
     with pytest.raises(InvalidArgumentError):
-        spa.prune(ZOO / "resnet_bottleneck.ts.onnx", **kw)
+        spa.prune(ZOO / "resnet_bottleneck.ts.onnx", target=Target(**kw))
 
 
 def test_target_in_the_cli(run_spa, tmp_path: Path) -> None:
@@ -103,17 +103,18 @@ def test_candidate_is_the_pruned_model_and_leaves_the_original(mlp: onnx.ModelPr
     kept = select_units(a.groups, scores, 0.3)
     cand = candidate_model(a.model, a.ctx, a.prunable, kept)
     assert a.model.SerializeToString() == before
-    pruned, _, _ = spa.prune(mlp, ratio=0.3, round_to=1)
+    pruned, _, _ = spa.prune(mlp, ratio=0.3, selection=Selection(round_to=1))
     assert {t.name: tuple(t.dims) for t in cand.graph.initializer} == \
         {t.name: tuple(t.dims) for t in pruned.graph.initializer}
 
 
 def test_target_speedup_is_measured(mlp: onnx.ModelProto) -> None:
-    _, plan, report = spa.prune(mlp, target_speedup=1.5, threads=1)
-    t = report.target
-    assert t is not None and t["kind"] == "speedup" and t["target"] == 1.5
+    _, plan, report = spa.prune(mlp, target=Target(speedup=1.5), runtime=Runtime(threads=1))
+    assert report.target is not None
+    t = report.target.to_dict()
+    assert report.target.kind == "speedup" and report.target.target == 1.5
     assert t["measured_speedup"] >= 1.5 and t["achieved"] == t["measured_speedup"]
-    assert 0 < plan.ratio == t["ratio"] < MAX_RATIO
+    assert 0 < plan.ratio == report.target.ratio < MAX_RATIO
     # The MACs bracket: no ratio whose ideal speedup is below the target was timed.
     assert all(tr["ideal_speedup"] >= 1.5 - 1e-9 for tr in t["trials"])
     final = [tr for tr in t["trials"] if tr["ratio"] == plan.ratio][-1]
@@ -123,21 +124,20 @@ def test_target_speedup_is_measured(mlp: onnx.ModelProto) -> None:
 
 def test_unreachable_target_is_an_error(mlp: onnx.ModelProto) -> None:
     with pytest.raises(TargetError, match="out of reach"):
-        spa.prune(mlp, target_speedup=5000, threads=1)
+        spa.prune(mlp, target=Target(speedup=5000), runtime=Runtime(threads=1))
 
 
 def test_latency_target_the_original_meets(mlp: onnx.ModelProto) -> None:
-    pruned, plan, report = spa.prune(mlp, target_latency=1e6, threads=1)
+    pruned, plan, report = spa.prune(mlp, target=Target(latency=1e6), runtime=Runtime(threads=1))
     assert plan.ratio == 0.0 and report.groups_pruned == 0 and report.after.params == report.before.params
-    assert report.target["kind"] == "latency" and report.target["trials"] == []
+    assert report.target is not None and report.target.kind == "latency" and report.target.details["trials"] == []
 
 
-@pytest.mark.parametrize("kw", [{"target_speedup": 0.5}, {"target_latency": -1.0}, {"target_latency": float("nan")},
-                                {"target_latency": 5.0, "target_macs": 0.5},
-                                {"target_speedup": 2.0, "target_latency": 5.0}])
+@pytest.mark.parametrize("kw", [{"speedup": 0.5}, {"latency": -1.0}, {"latency": float("nan")},
+                                {"latency": 5.0, "macs": 0.5}, {"speedup": 2.0, "latency": 5.0}])
 def test_bad_latency_targets(mlp: onnx.ModelProto, kw: dict) -> None:
     with pytest.raises(InvalidArgumentError):
-        spa.prune(mlp, **kw)
+        spa.prune(mlp, target=Target(**kw))
 
 
 def test_latency_target_in_the_cli(run_spa, tmp_path: Path, mlp: onnx.ModelProto) -> None:

@@ -17,6 +17,7 @@ from modelkit import mask_model, run
 
 import spa
 from spa.model.runtime import input_specs
+from spa.records import Selection
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo" / "transformers"
 MODELS = sorted(p.name for p in ZOO.glob("*.onnx"))
@@ -83,7 +84,7 @@ def test_gqa_kv_head_and_its_query_heads_are_one_unit(exporter: str) -> None:
 
 @pytest.mark.parametrize("name", ["bert_nn.ts.onnx", "bert_nn.dynamo.onnx", "gpt_nn.dynamo.onnx"])
 def test_head_dims_granularity(name: str) -> None:
-    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, prune_heads="dims")
+    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, selection=Selection(prune_heads="dims"))
     assert plan.options["heads"] == "dims"
     assert report.after.macs < report.before.macs
     _assert_masked(spa.load_model(ZOO / name), pruned, plan)
@@ -99,7 +100,7 @@ def test_head_dims_with_rotary_embeddings(exporter: str) -> None:
     a = spa.analyze(ZOO / name, prune_heads="dims")
     qk = [g for g in a.groups if any(t.endswith("attn.0.q.weight") and ax == 0 for t, ax in g.members)]
     assert len(qk) == 1 and qk[0].prunable and qk[0].n_units == 8, [g.blocked for g in qk]
-    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, prune_heads="dims")
+    pruned, plan, report = spa.prune(ZOO / name, ratio=0.4, selection=Selection(prune_heads="dims"))
     keep = next(s.keep for s in plan.slices if s.initializer.endswith("attn.0.q.weight") and s.axis == 0)
     assert [i + 8 for i in keep if i % 16 < 8] == [i for i in keep if i % 16 >= 8]
     assert report.groups_pruned == report.groups_prunable
@@ -126,10 +127,10 @@ def test_head_width_read_into_arithmetic_blocks_dims() -> None:
 ])
 def test_ratio_04_removes_30_percent_of_macs(name: str, norm_axes: bool, heads: str) -> None:
     original = spa.load_model(ZOO / name)
-    pruned, plan, report = spa.prune(original, ratio=0.4, prune_norm_axes=norm_axes, prune_heads=heads,
-                                     verify_result=True)
+    pruned, plan, report = spa.prune(original, ratio=0.4, verify_result=True,
+                                     selection=Selection(prune_norm_axes=norm_axes, prune_heads=heads))
     assert report.after.macs <= 0.7 * report.before.macs
-    assert report.verification is not None and report.verification["passed"]
+    assert report.verification is not None and report.verification.passed
     if norm_axes:
         assert plan.inexact and any("ReduceMean" in m for m in plan.inexact)  # RMSNorm, decomposed
     else:

@@ -14,6 +14,7 @@ import pytest
 from modelkit import assert_masked_equivalent, feeds_for, run
 
 import spa
+from spa.records import Scoring
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 MODELS = sorted(p.name for p in ZOO.glob("*.onnx"))
@@ -117,9 +118,10 @@ def test_both_exporters_prune_alike(stem: str) -> None:
     "se_block.ts.onnx")])
 def test_obspa_prunes_every_zoo_model(name: str, stats: str) -> None:
     original = spa.load_model(ZOO / name)
-    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", stats=stats, verify_result=True)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa", verify_result=True,
+                                     scoring=Scoring(stats=stats))
     onnx.checker.check_model(pruned, full_check=True)
     assert plan.compensated and report.after.params < report.before.params
     v = report.verification
-    assert v is not None and v["mode"] == "drift"
-    assert all(np.isfinite(o["max_abs"]) for o in v["outputs"])
+    assert v is not None and v.mode == "drift"
+    assert all(np.isfinite(o.max_abs) for o in v.outputs)

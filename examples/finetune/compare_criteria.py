@@ -23,6 +23,7 @@ import torch
 
 import spa
 import spa.torch
+from spa.records import Scoring
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finetune import digits, export, make_model, onnx_accuracy, torch_accuracy, train  # noqa: E402
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             pruned_acc, tuned_acc, t0 = [], [], time.perf_counter()
             for seed in seeds:
                 kw = {"calib": calib, "labels": y_train[:256]} if name in DATA_AWARE else {}
-                small, plan, _ = spa.prune(full, args.ratio, name, seed=seed, **kw)
+                small, plan, _ = spa.prune(full, args.ratio, name, scoring=Scoring(seed=seed, **kw))
                 path = Path(tmp) / f"{name}.onnx"
                 spa.save_model(small, path)
                 pruned_acc.append(onnx_accuracy(path, x_test, y_test))

@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("spa: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `spa groups model.onnx | head`: the reader left, nothing to report
-        sys.stdout = None  # type: ignore[assignment]  # silence the flush at exit
+        sys.stdout = None  # silence the flush at exit
         return EXIT_OK
     except MemoryError:
         return _fail(SpaError("out of memory; the model, or a size in it, is too large for this machine; "

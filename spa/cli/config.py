@@ -47,7 +47,7 @@ def _toml() -> Any:
         import tomllib
     except ImportError:  # Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ImportError:
             raise ConfigError("reading spa.toml / [tool.spa] needs Python >= 3.11 or the `tomli` package "
                               "(pip install tomli); or pass --no-config") from None
@@ -135,7 +135,7 @@ def _convert(key: str, value: Any, action: argparse.Action, where: str) -> Any:
 def _convert_one(key: str, value: Any, action: argparse.Action, where: str) -> Any:
     text = str(value)
     try:
-        out = action.type(text) if callable(action.type) else text  # type: ignore[misc]
+        out = action.type(text) if callable(action.type) else text
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
         raise ConfigError(f"{where}: {key} = {value!r}: {exc}") from None
     if action.choices is not None and out not in action.choices:

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +35,8 @@ from spa.passes.normalize import normalize, retie_uses, share_unsliced_uses
 from spa.pipeline.targets import find_ratio, find_ratio_for_latency
 from spa.planning.plan import Plan, kept_spaces, make_plan, units_from_plan
 from spa.planning.selection import check_ratio, select_units
-from spa.report.prune_report import BlockedGroup, Report
+from spa.records import KeptUnits, Runtime, Scoring, Selection, Target
+from spa.report.prune_report import BlockedGroup, Report, TargetOutcome
 from spa.rewrite import apply_plan, check_valid
 
 log = logging.getLogger(__name__)
@@ -88,12 +89,13 @@ def analyze(model: ModelLike, exclude: Sequence[str] = (), progress: Progress | 
     ``shapes`` (input name -> whole shape) states input sizes; the others are derived from the graph
     (:mod:`spa.model.sizes`) and the model is run at them: the shape probes use them.
     """
-    original, source = _load(model)
+    loaded, source = _load(model)
+    original: onnx.ModelProto | None = loaded
     if in_place and not isinstance(model, onnx.ModelProto):
-        work, original = original, None
+        work, original = loaded, None
     else:
         work = onnx.ModelProto()
-        work.CopyFrom(original)
+        work.CopyFrom(loaded)
     if prune_heads not in HEAD_MODES:
         raise InvalidArgumentError(f"--prune-heads must be one of {', '.join(HEAD_MODES)}, not {prune_heads!r}")
     normalize(work)  # Constant weights lifted, shared parameters untied (spa.passes.normalize)
@@ -124,39 +126,28 @@ def prune(
     ratio: float = 0.4,
     criterion: str = "l1",
     *,
-    global_ranking: bool = False,
-    round_to: int | str = 1,
-    exclude: Sequence[str] = (),
-    seed: int = 0,
+    selection: Selection | None = None,
+    target: Target | None = None,
+    scoring: Scoring | None = None,
+    runtime: Runtime | None = None,
     from_plan: Plan | None = None,
     verify_result: bool = False,
-    device: str = "cpu",
-    progress: Progress | None = None,
-    stats: str = "auto",
-    calib: dict[str, np.ndarray] | None = None,
-    labels: np.ndarray | None = None,
-    loss: str = "cross-entropy",
-    prune_norm_axes: bool = False,
-    target_macs: float | None = None,
-    target_params: float | None = None,
-    target_latency: float | None = None,
-    target_speedup: float | None = None,
-    threads: int = 0,
-    prune_heads: str = "whole",
-    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> PruneResult:
     """Prune ``model`` and return ``(pruned model, plan, report)``.
 
-    ``ratio`` removes ``floor(ratio · n)`` units of every prunable group (``global_ranking``
-    ranks across groups instead); ``from_plan`` replays a saved plan instead of scoring (a
-    compensated plan is compensated again, deterministically). ``stats`` and ``calib``
-    (arrays keyed by input name) configure ``obspa``; the gradient criteria (``taylor``, ``snip``,
-    ``grasp``, ``crop``) take ``calib`` plus ``labels`` (one target per sample) and ``loss``
-    (``"cross-entropy"`` or ``"mse"``). At most one target replaces ``ratio``:
-    ``target_macs``/``target_params`` (fractions of the original, estimated exactly) or
-    ``target_latency`` (ms)/``target_speedup`` (a factor), measured in onnxruntime on ``device``
-    with ``threads`` intra-op threads (see :mod:`spa.pipeline.targets`). ``shapes`` (input name -> whole
-    shape) states the typical input sizes; unstated dynamic sizes are derived (:mod:`spa.model.sizes`).
+    ``ratio`` removes ``floor(ratio · n)`` units of every prunable group; ``selection``
+    (:class:`~spa.records.Selection`) ranks across groups instead, rounds kept counts, excludes
+    groups and sets the policy for normalised axes and attention heads. ``from_plan`` replays a
+    saved plan instead of scoring (a compensated plan is compensated again, deterministically).
+    ``scoring`` (:class:`~spa.records.Scoring`) gives the criterion its seed and data: ``stats``
+    and ``calib`` (arrays keyed by input name) configure ``obspa``; the gradient criteria
+    (``taylor``, ``snip``, ``grasp``, ``crop``) take ``calib`` plus ``labels`` and ``loss``.
+    ``target`` (:class:`~spa.records.Target`, at most one set) replaces ``ratio``: MACs or
+    parameters (fractions of the original, estimated exactly) or latency (ms) or speedup (a
+    factor), measured in onnxruntime (see :mod:`spa.pipeline.targets`). ``runtime``
+    (:class:`~spa.records.Runtime`) sets the device, the threads of latency measurements, the
+    typical input shapes (unstated dynamic sizes are derived, :mod:`spa.model.sizes`) and a
+    progress callback.
     The returned model has passed the full ONNX checker and onnxruntime runs at the typical sizes
     and at a second size of every dynamic axis, with the original's output shapes; MACs in the
     report are counted at the typical sizes. When no group is prunable
@@ -165,35 +156,37 @@ def prune(
     """
 
     t0 = time.perf_counter()
-    target: dict[str, object] | None = None
+    selection, target = selection or Selection(), target or Target()
+    scoring, runtime = scoring or Scoring(), runtime or Runtime()
     if from_plan is not None:
-        criterion, seed = from_plan.criterion, int(from_plan.options.get("seed", seed))
-        stats = str(from_plan.options.get("stats", stats))
-        if from_plan.compensated and stats == "data" and calib is None:
+        criterion = from_plan.criterion
+        scoring = replace(scoring, seed=int(from_plan.options.get("seed", scoring.seed)),
+                          stats=str(from_plan.options.get("stats", scoring.stats)))
+        if from_plan.compensated and scoring.stats == "data" and scoring.calib is None:
             raise PlanError("this plan was compensated with calibration data: pass the same --calib to replay it")
-    crit = get_criterion(criterion, seed=seed, stats=stats, calib=calib, labels=labels, loss=loss) if (
+    crit = get_criterion(criterion, seed=scoring.seed, **scoring.criterion_options()) if (
         from_plan is None or from_plan.compensated) else None
     if from_plan is None:
         check_ratio(ratio)
-    targets = [t for t in (target_macs, target_params, target_latency, target_speedup) if t is not None]
-    if len(targets) > 1:
+    if len(target.given()) > 1:
         raise InvalidArgumentError("give one target: --target-macs, --target-params, --target-latency or "
                                    "--target-speedup")
     if from_plan is not None:
-        prune_norm_axes = prune_norm_axes or bool(from_plan.inexact)
-        prune_heads = str(from_plan.options.get("heads", prune_heads))
+        selection = replace(selection, prune_norm_axes=selection.prune_norm_axes or bool(from_plan.inexact),
+                            prune_heads=str(from_plan.options.get("heads", selection.prune_heads)))
     # A model SPA loads itself is pruned in place: a second copy of its weights is never made.
-    a = analyze(model, exclude, progress, prune_norm_axes, in_place=True, prune_heads=prune_heads, shapes=shapes,
-                device=device)
+    a = analyze(model, selection.exclude, runtime.progress, selection.prune_norm_axes, in_place=True,
+                prune_heads=selection.prune_heads, shapes=runtime.shapes, device=runtime.device)
     assert a.sizes is not None
     typical = a.sizes.sizes.typical if a.sizes.ran else None
     before = measure(a.ctx, at=typical)  # before apply_plan mutates the working copy
     t1 = time.perf_counter()
     if not a.prunable and (from_plan is None or not from_plan.slices):
-        return _nothing_to_prune(a, before, criterion, ratio, seed, t1 - t0)
+        return _nothing_to_prune(a, before, criterion, ratio, scoring.seed, t1 - t0)
     if crit is not None:
         crit.input_shapes = typical  # synthetic and random inputs at sizes valid for the model
         crit.prepare(a.prunable, a.ctx)
+    outcome: TargetOutcome | None = None
     if from_plan is not None:
         kept_units = units_from_plan(from_plan, a.groups, a.ctx)
         crit_name, ratio = from_plan.criterion, from_plan.ratio
@@ -201,36 +194,22 @@ def prune(
         assert crit is not None
         scores = {g.id: crit.score(g, a.ctx) for g in a.prunable}
         _check_finite_weights(scores, a)
-        if target_macs is not None or target_params is not None:
-
-            found = find_ratio(a.ctx, a.prunable, scores, target_macs=target_macs, target_params=target_params,
-                               global_ranking=global_ranking, round_to=round_to)
-            ratio, kept_units = found.ratio, found.kept_units
-            target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "estimated": found.achieved}
-        elif target_latency is not None or target_speedup is not None:
-
-            found = find_ratio_for_latency(a.model, a.ctx, a.prunable, scores, target_ms=target_latency,
-                                           target_speedup=target_speedup, global_ranking=global_ranking,
-                                           round_to=round_to, device=device, threads=threads, seed=seed,
-                                           shapes=typical)
-            ratio, kept_units = found.ratio, found.kept_units
-            target = {"kind": found.kind, "target": found.target, "ratio": found.ratio, "achieved": found.achieved,
-                      **found.details}
-        else:
-            kept_units = select_units(a.groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+        ratio, kept_units, outcome = _select(a, scores, ratio, selection, target, scoring, runtime, typical)
         crit_name = crit.name
     compensation = crit.compensate(a.groups, kept_units, a.ctx) if crit is not None and crit.compensates else None
     t2 = time.perf_counter()
-    options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed,
-               "prune_norm_axes": prune_norm_axes, "heads": prune_heads}
+    options: dict[str, object] = {"global": selection.global_ranking, "round_to": selection.round_to,
+                                  "exclude": list(selection.exclude), "seed": scoring.seed,
+                                  "prune_norm_axes": selection.prune_norm_axes, "heads": selection.prune_heads}
     if crit is not None and crit.compensates:
-        options["stats"] = getattr(crit, "stats", stats)
+        options["stats"] = getattr(crit, "stats", scoring.stats)
     plan = make_plan(os.path.basename(a.source), crit_name, ratio, a.groups, kept_units, a.ctx, options,
                      compensated=compensation is not None)
     kept = kept_spaces(a.groups, kept_units)
     pruned = apply_plan(a.model, a.ctx, plan, kept, compensation) if plan.slices else a.model
     share_unsliced_uses(pruned)  # a shared parameter no slice touched stays shared
-    check_valid(pruned, a.original if a.original is not None else a.source, device, a.sizes if a.sizes.ran else None)
+    checked = a.sizes if a.sizes.ran else None
+    check_valid(pruned, a.original if a.original is not None else a.source, runtime.device, checked)
     t3 = time.perf_counter()
     after_ctx = ModelContext.build(pruned, infer_shapes(pruned))
     # Exporter patterns static inference cannot see through, and Reshapes that merge the batch
@@ -240,21 +219,40 @@ def prune(
     report = _report(a, plan, kept_units, before, after, crit_name, ratio)
     if a.sizes.ran:
         report.sizes = {**a.sizes.sizes.to_dict(), "summary": a.sizes.sizes.summary(), "single_size": a.sizes.fixed}
-    if target is not None and target["kind"] in ("macs", "params"):
-        full = getattr(before, target["kind"])
-        report.target = {**target, "achieved": getattr(after, target["kind"]) / max(full, 1)}
-    elif target is not None:
-        report.target = target
+    if outcome is not None and outcome.kind in ("macs", "params"):
+        full = getattr(before, outcome.kind)
+        outcome = replace(outcome, achieved=getattr(after, outcome.kind) / max(full, 1))
+    report.target = outcome
     if verify_result:
         original = a.original if a.original is not None else load_model(a.source)
-        v = verify(original, pruned, plan, seed=seed, device=device, sizes=a.sizes.sizes if a.sizes.ran else None)
-        report.verification = {**v.to_dict(), "summary": v.summary()}
+        report.verification = verify(original, pruned, plan, seed=scoring.seed, device=runtime.device,
+                                     sizes=a.sizes.sizes if a.sizes.ran else None)
     t4 = time.perf_counter()
     report.seconds = {"analyze": t1 - t0, "score": t2 - t1, "rewrite": t3 - t2, "measure": t4 - t3}
-    if target is not None and "seconds" in target:  # the latency search: timing candidates, not scoring
-        report.seconds["score"] -= target["seconds"]
-        report.seconds["search"] = target["seconds"]
+    if outcome is not None and "seconds" in outcome.details:  # the latency search: timing candidates, not scoring
+        report.seconds["score"] -= outcome.details["seconds"]
+        report.seconds["search"] = outcome.details["seconds"]
     return PruneResult(pruned, plan, report)
+
+
+def _select(a: Analysis, scores: dict[int, np.ndarray], ratio: float, selection: Selection, target: Target,
+            scoring: Scoring, runtime: Runtime, typical: dict[str, list[int]] | None
+            ) -> tuple[float, KeptUnits, TargetOutcome | None]:
+    """The ratio and the units kept: at ``ratio``, or the ratio that meets ``target`` (with what it achieved)."""
+    if target.by_cost:
+        found = find_ratio(a.ctx, a.prunable, scores, target_macs=target.macs, target_params=target.params,
+                           global_ranking=selection.global_ranking, round_to=selection.round_to)
+        return found.ratio, found.kept_units, TargetOutcome(found.kind, found.target, found.ratio, found.achieved,
+                                                            estimated=found.achieved)
+    if target.by_time:
+        found = find_ratio_for_latency(a.model, a.ctx, a.prunable, scores, target_ms=target.latency,
+                                       target_speedup=target.speedup, global_ranking=selection.global_ranking,
+                                       round_to=selection.round_to, device=runtime.device, threads=runtime.threads,
+                                       seed=scoring.seed, shapes=typical)
+        return found.ratio, found.kept_units, TargetOutcome(found.kind, found.target, found.ratio, found.achieved,
+                                                            details=found.details)
+    kept = select_units(a.groups, scores, ratio, global_ranking=selection.global_ranking, round_to=selection.round_to)
+    return ratio, kept, None
 
 
 def _check_finite_weights(scores: dict[int, np.ndarray], a: Analysis) -> None:
@@ -286,7 +284,7 @@ def _nothing_to_prune(a: Analysis, before: Cost, criterion: str, ratio: float, s
     return PruneResult(a.model, plan, report)
 
 
-def _report(a: Analysis, plan: Plan, kept_units: dict[int, np.ndarray], before: Cost, after: Cost,
+def _report(a: Analysis, plan: Plan, kept_units: KeptUnits, before: Cost, after: Cost,
             criterion: str, ratio: float) -> Report:
     r = Report(model=a.source, criterion=criterion, ratio=ratio, before=before, after=after)
     r.groups_total = len(a.groups)

@@ -1,7 +1,8 @@
 """Sweep the pruning ratio: params, MACs, measured latency and output fidelity per ratio.
 
     from spa.pipeline.sweep import sweep, parse_ratios
-    result = sweep("model.onnx", parse_ratios("0.1:0.7:0.1"), threads=2)
+    from spa.records import Runtime
+    result = sweep("model.onnx", parse_ratios("0.1:0.7:0.1"), runtime=Runtime(threads=2))
     print(result.table())
 
 Every ratio is pruned from the same original with the same options (criterion, rounding,
@@ -26,8 +27,8 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from spa.check.gates import DRIFT_DEFINITION, LABELS_KEY, accuracy
 from spa.errors import InvalidArgumentError, SpaError
 from spa.model.runtime import make_session, random_inputs, run
 from spa.pipeline.api import _load, prune
+from spa.records import Bench, Runtime, Scoring, Selection
 from spa.report.bench import bench_models, resolve_shapes
 from spa.scoring.calib import batches
 
@@ -44,10 +46,11 @@ log = logging.getLogger(__name__)
 
 FORMAT = "spa-sweep/1"
 MAX_POINTS = 50
+#: The default timing of :func:`sweep`: 3 warm-up and 20 timed runs per model.
+TIMED = Bench()
 _RANGE_RE = re.compile(r"^\s*([^:]+):([^:]+):([^:]+)\s*$")
 
 ModelLike = onnx.ModelProto | str | os.PathLike[str]
-Progress = Callable[[str, int, int], None]
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -118,9 +121,12 @@ class Reference:
                     err = math.inf if math.isnan(err) else err
                 max_abs[name] = max(max_abs.get(name, 0.0), err)
                 scale[name] = max(scale.get(name, 0.0), float(np.max(np.abs(rf))) if rf.size else 0.0)
-            r0 = np.asarray(ref[first]) if first is not None else None
-            if r0 is not None and r0.ndim >= 2 and r0.shape[-1] > 1 and np.shape(got.get(first)) == r0.shape:
-                same += int(np.sum(r0.argmax(-1) == np.asarray(got[first]).argmax(-1)))
+            if first is None:
+                continue  # a model without outputs: nothing to agree on
+            r0 = np.asarray(ref[first])
+            g0 = got.get(first)
+            if g0 is not None and r0.ndim >= 2 and r0.shape[-1] > 1 and np.shape(g0) == r0.shape:
+                same += int(np.sum(r0.argmax(-1) == np.asarray(g0).argmax(-1)))
                 total += int(np.prod(r0.shape[:-1]))
         drift = max((max_abs[n] / scale[n] if scale[n] else max_abs[n] for n in max_abs), default=0.0)
         return {"drift": drift, "agreement": same / total if total else None}
@@ -223,37 +229,25 @@ def _si(n: float) -> str:
 def sweep(
     model: ModelLike,
     ratios: Sequence[float],
-    *,
     criterion: str = "l1",
-    global_ranking: bool = False,
-    round_to: int | str = 1,
-    exclude: Sequence[str] = (),
-    seed: int = 0,
-    stats: str = "auto",
-    calib: Mapping[str, np.ndarray] | None = None,
-    calib_name: str = "--calib",
-    labels: np.ndarray | None = None,
-    loss: str = "cross-entropy",
+    *,
+    selection: Selection | None = None,
+    scoring: Scoring | None = None,
+    runtime: Runtime | None = None,
+    bench: Bench | None = TIMED,
     eval_data: Mapping[str, np.ndarray] | None = None,
-    prune_norm_axes: bool = False,
-    bench: bool = True,
-    device: str = "cpu",
-    threads: int = 0,
-    warmup: int = 3,
-    runs: int = 20,
     keep_models: bool = False,
-    progress: Progress | None = None,
-    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> SweepResult:
     """Prune ``model`` at each ratio and measure every result against the original.
 
-    ``bench`` times the original and every pruned model in one interleaved onnxruntime run
-    (``warmup`` and ``runs`` each, ``threads`` intra-op threads, ``device``). ``calib`` (arrays
-    keyed by input name) adds drift and top-1 agreement against the original, and with ``labels``
-    and ``loss`` it feeds the gradient criteria as in :func:`spa.prune`; ``eval_data``
-    (the same plus ``labels``) adds top-1 accuracy. ``keep_models`` keeps the pruned models in
-    the result (``result.models``). ``shapes`` states typical input shapes (:mod:`spa.model.sizes`): MACs
-    and latency are measured at the typical sizes. Raises :class:`~spa.errors.SpaError` subclasses for bad input.
+    Every ratio is pruned as :func:`spa.prune` would with ``selection``, ``scoring`` and ``runtime``.
+    ``bench`` (:class:`~spa.records.Bench`, default :data:`TIMED`; None: no timing) times the original and every pruned model
+    in one interleaved onnxruntime run (``runtime``'s device and threads). ``scoring.calib`` (arrays keyed
+    by input name) adds drift and top-1 agreement against the original (and feeds the criteria as in
+    :func:`spa.prune`); ``eval_data`` (the same plus ``labels``) adds top-1 accuracy. ``keep_models``
+    keeps the pruned models in the result (``result.models``). ``runtime.shapes`` states typical input
+    shapes (:mod:`spa.model.sizes`): MACs and latency are measured at the typical sizes;
+    ``runtime.progress`` follows the sweep. Raises :class:`~spa.errors.SpaError` subclasses for bad input.
     """
 
     t0 = time.perf_counter()
@@ -264,19 +258,20 @@ def sweep(
     ratios = sorted(set(ratios) - {0.0})
     if not ratios:
         raise InvalidArgumentError("give at least one ratio above 0 to sweep")
+    selection, scoring, runtime = selection or Selection(), scoring or Scoring(), runtime or Runtime()
+    progress, device = runtime.progress, runtime.device
     original, source = _load(model)
-    ref = Reference(original, calib, device, calib_name) if calib else None
+    ref = Reference(original, scoring.calib, device, scoring.calib_name) if scoring.calib else None
     points: list[SweepPoint] = []
     pruned_models: list[onnx.ModelProto] = []
-    steps = len(ratios) + (1 if bench else 0)
+    steps = len(ratios) + (1 if bench is not None else 0)
+    quiet = replace(runtime, progress=None)  # the sweep's own progress, not each prune's
     typical = None
     for k, r in enumerate(ratios):
         if progress:
             progress("prune", k, steps)
         t1 = time.perf_counter()
-        pruned, _, report = prune(original, r, criterion, global_ranking=global_ranking, round_to=round_to,
-                                  exclude=exclude, seed=seed, device=device, stats=stats, calib=calib,
-                                  labels=labels, loss=loss, prune_norm_axes=prune_norm_axes, shapes=shapes)
+        pruned, _, report = prune(original, r, criterion, selection=selection, scoring=scoring, runtime=quiet)
         typical = (report.sizes or {}).get("typical")
         if not points:
             points.append(SweepPoint(0.0, report.before.params, report.before.macs, report.before.size_bytes))
@@ -291,11 +286,11 @@ def sweep(
         log.info("ratio %.3g: params %d, MACs %d (%.1f s)", r, p.params, p.macs, p.prune_seconds)
     points[0].ideal_speedup = 1.0 if points[0].macs else None
     bench_info = None
-    if bench:
+    if bench is not None:
         if progress:
             progress("bench", len(ratios), steps)
-        bench_info = _bench(original, pruned_models, points, device=device, threads=threads, warmup=warmup,
-                            runs=runs, seed=seed, shapes=typical)
+        bench_info = _bench(original, pruned_models, points, device=device, threads=runtime.threads,
+                            warmup=bench.warmup, runs=bench.runs, seed=scoring.seed, shapes=typical)
     fidelity_info = None
     if ref is not None:
         base = ref.compare(original)  # 0 and 100 % unless onnxruntime is not deterministic
@@ -303,7 +298,7 @@ def sweep(
         for p, m in zip(points[1:], pruned_models):
             got = ref.compare(m)
             p.drift, p.agreement = got["drift"], got["agreement"]
-        fidelity_info = {"data": calib_name, "samples": ref.samples, "drift": DRIFT_DEFINITION,
+        fidelity_info = {"data": scoring.calib_name, "samples": ref.samples, "drift": DRIFT_DEFINITION,
                          "agreement": "fraction of samples whose first output has the original's argmax "
                                       "over the last axis"}
     if eval_data is not None:
@@ -312,8 +307,8 @@ def sweep(
         fidelity_info = {**(fidelity_info or {}), "eval_samples": int(len(eval_data[LABELS_KEY]))}
     if progress:
         progress("done", steps, steps)
-    options = {"global": global_ranking, "round_to": round_to, "exclude": list(exclude), "seed": seed,
-               "prune_norm_axes": prune_norm_axes, "stats": stats}
+    options = {"global": selection.global_ranking, "round_to": selection.round_to, "exclude": list(selection.exclude),
+               "seed": scoring.seed, "prune_norm_axes": selection.prune_norm_axes, "stats": scoring.stats}
     return SweepResult(source, criterion, options, points, bench_info, fidelity_info, time.perf_counter() - t0,
                        pruned_models if keep_models else [])
 

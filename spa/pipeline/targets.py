@@ -194,6 +194,7 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
     bench_kw: dict[str, Any] = {"device": device, "threads": threads, "warmup": TRIAL_WARMUP, "runs": TRIAL_RUNS,
                                 "inputs": feeds}
     full_macs = max(measure(ctx, with_size=False).macs, 1)
+    speedup_goal = float(target_speedup) if target_speedup is not None else 1.0
     trials: list[Trial] = []
 
     def kept_at(ratio: float) -> dict[int, np.ndarray]:
@@ -205,7 +206,10 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
         cand = candidate_model(model, ctx, groups, kept)
         base, got = bench_models([model, cand], names=["original", f"ratio {ratio:.3f}"], **bench_kw)
         del cand
-        ok = got.median_ms <= target_ms if target_ms is not None else base.median_ms / got.median_ms >= target_speedup
+        if target_ms is not None:
+            ok = got.median_ms <= target_ms
+        else:
+            ok = base.median_ms / got.median_ms >= speedup_goal
         trials.append(Trial(ratio, frac, got.median_ms, base.median_ms, bool(ok)))
         log.info("latency search: ratio %.3f -> %.3f ms (original %.3f ms, %.2fx; MACs %.1f%%)%s", ratio,
                  got.median_ms, base.median_ms, trials[-1].speedup, 100 * frac, " meets the target" if ok else "")

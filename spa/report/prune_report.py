@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spa.check.verify import Verification
 from spa.model.metrics import Cost
 
 
@@ -14,6 +15,30 @@ class BlockedGroup:
     name: str
     units: int
     reason: str
+
+
+@dataclass
+class TargetOutcome:
+    """A pruning target met: what was asked, the ratio found, what was achieved.
+
+    ``kind`` is macs, params (fractions of the original; ``estimated`` before the rewrite, ``achieved``
+    counted on the pruned model), latency (ms) or speedup (a factor), measured; ``details`` holds what
+    the latency search measured (:func:`spa.pipeline.targets.find_ratio_for_latency`).
+    """
+
+    kind: str
+    target: float
+    ratio: float
+    achieved: float
+    estimated: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``target`` object: kind, target, ratio, [estimated,] achieved, then the details."""
+        d: dict[str, Any] = {"kind": self.kind, "target": self.target, "ratio": self.ratio}
+        if self.estimated is not None:
+            d["estimated"] = self.estimated
+        return {**d, "achieved": self.achieved, **self.details}
 
 
 @dataclass
@@ -31,9 +56,10 @@ class Report:
     units_removed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     output: str | None = None
-    verification: dict[str, Any] | None = None
-    #: With --target-macs / --target-params: the target, the ratio found, the fraction achieved.
-    target: dict[str, Any] | None = None
+    #: With ``verify_result``: the masked-equivalence check of the pruned model.
+    verification: Verification | None = None
+    #: With a target (--target-macs, ...): what was asked, the ratio found, what was achieved.
+    target: TargetOutcome | None = None
     #: The input sizes MACs were counted and the model checked at (:meth:`spa.model.sizes.InputSizes.to_dict`).
     sizes: dict[str, Any] | None = None
 
@@ -43,6 +69,10 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if self.verification is not None:
+            d["verification"] = {**self.verification.to_dict(), "summary": self.verification.summary()}
+        if self.target is not None:
+            d["target"] = self.target.to_dict()
         d["nothing_to_prune"] = self.nothing_to_prune
         return d
 
@@ -53,9 +83,9 @@ class Report:
             ("size (bytes)", self.before.size_bytes, self.after.size_bytes),
         ]
         lines = [f"{'':14}{'before':>16}{'after':>16}{'change':>10}"]
-        for name, b, a in rows:
-            change = f"{(a - b) / b * 100:+.1f}%" if b > 0 else "-"
-            lines.append(f"{name:14}{_fmt(b):>16}{_fmt(a):>16}{change:>10}")
+        for name, old, new in rows:
+            change = f"{(new - old) / old * 100:+.1f}%" if old > 0 else "-"
+            lines.append(f"{name:14}{_fmt(old):>16}{_fmt(new):>16}{change:>10}")
         lines.append(
             f"groups: {self.groups_total} found, {self.groups_pruned} pruned, "
             f"{len(self.blocked)} blocked, {self.groups_unchanged} unchanged; "
@@ -68,9 +98,9 @@ class Report:
         if len(self.blocked) > 10:
             lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
         if self.target is not None:
-            lines.append(target_line(self.target))
+            lines.append(target_line(self.target.to_dict()))
         if self.verification is not None:
-            lines.append(str(self.verification.get("summary", "")))
+            lines.append(self.verification.summary())
         total = sum(self.seconds.values())
         lines.append(f"time: {total:.2f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in self.seconds.items()) + ")")
         return "\n".join(lines)

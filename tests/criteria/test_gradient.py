@@ -19,6 +19,7 @@ from spa.criteria import CRITERIA, get_criterion
 
 import spa
 from spa.errors import InvalidArgumentError
+from spa.records import Scoring
 
 torch = pytest.importorskip("torch")
 
@@ -166,7 +167,7 @@ def test_mse_loss_takes_real_targets() -> None:
 ])
 def test_bad_data_is_a_user_error(kw: dict, match: str) -> None:
     with pytest.raises(InvalidArgumentError, match=match):
-        spa.prune(ZOO / "resnet_basic.ts.onnx", 0.4, "snip", **kw)
+        spa.prune(ZOO / "resnet_basic.ts.onnx", 0.4, "snip", scoring=Scoring(**kw))
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, run_spa) -> None:
@@ -238,7 +239,8 @@ def test_taylor_beats_random_on_a_trained_classifier() -> None:
         return float((sess.run(None, {"input": x_test})[0].argmax(1) == y_test).mean())
 
     assert accuracy(model) > 0.95
-    taylor = accuracy(spa.prune(model, 0.4, "taylor", calib={"input": x_train[:256]}, labels=y_train[:256])[0])
-    random = [accuracy(spa.prune(model, 0.4, "random", seed=s)[0]) for s in range(5)]
+    labelled_data = Scoring(calib={"input": x_train[:256]}, labels=y_train[:256])
+    taylor = accuracy(spa.prune(model, 0.4, "taylor", scoring=labelled_data)[0])
+    random = [accuracy(spa.prune(model, 0.4, "random", scoring=Scoring(seed=s))[0]) for s in range(5)]
     assert taylor > np.mean(random) + 0.05, (taylor, random)
     assert taylor > max(random), (taylor, random)

@@ -11,6 +11,7 @@ from onnx import helper
 from spa.criteria import get_criterion
 
 import spa
+from spa.records import Scoring
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
@@ -30,7 +31,7 @@ def _mlp_with_scaled_copy() -> object:
 def test_scaled_copy_is_removed_and_output_unchanged(stats: str) -> None:
     m = _mlp_with_scaled_copy()
     calib = {"x": np.random.default_rng(7).standard_normal((256, 4)).astype(np.float32)} if stats == "data" else None
-    pruned, plan, report = spa.prune(m, ratio=0.2, criterion="obspa", stats=stats, calib=calib)
+    pruned, plan, report = spa.prune(m, ratio=0.2, criterion="obspa", scoring=Scoring(stats=stats, calib=calib))
     keep = next(s.keep for s in plan.slices if s.initializer == "w1")
     assert len(keep) == 4 and (1 not in keep or 3 not in keep)
     feeds = feeds_for(m, seed=11)
@@ -46,7 +47,7 @@ def test_reconstructible_linear_input_channel() -> None:
     nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"], transB=1),
              helper.make_node("Gemm", ["h", "w2", "b2"], ["y"], transB=1)]
     m = model(nodes, {"x": ["N", 4]}, {"y": ["N", 2]}, inits)
-    pruned, plan, _ = spa.prune(m, ratio=0.34, criterion="obspa", stats="synthetic")
+    pruned, plan, _ = spa.prune(m, ratio=0.34, criterion="obspa", scoring=Scoring(stats="synthetic"))
     assert len(next(s.keep for s in plan.slices if s.initializer == "w1")) == 2
     feeds = feeds_for(m, seed=3)
     np.testing.assert_allclose(run(pruned, feeds)[0], run(m, feeds)[0], rtol=1e-4, atol=1e-4)
@@ -61,7 +62,7 @@ def test_constant_channel_folds_into_bias_without_data() -> None:
     inits["n.g"][2] = 0.0
     inits["n.b"][2] = 0.7
     m = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5]}, inits)
-    pruned, plan, _ = spa.prune(m, ratio=0.25, criterion="obspa", stats="moments")
+    pruned, plan, _ = spa.prune(m, ratio=0.25, criterion="obspa", scoring=Scoring(stats="moments"))
     assert 2 not in next(s.keep for s in plan.slices if s.initializer == "a.w")
     feeds = feeds_for(m, seed=2)
     np.testing.assert_allclose(run(pruned, feeds)[0], run(m, feeds)[0], rtol=1e-4, atol=1e-4)
@@ -273,4 +274,4 @@ def test_default_obspa_prunes_every_zoo_model(name: str) -> None:
     onnx.checker.check_model(pruned, full_check=True)
     assert plan.compensated and plan.options["stats"] == "synthetic" and report.after.params < report.before.params
     v = report.verification
-    assert v is not None and v["mode"] == "drift" and all(np.isfinite(o["max_abs"]) for o in v["outputs"])
+    assert v is not None and v.mode == "drift" and all(np.isfinite(o.max_abs) for o in v.outputs)

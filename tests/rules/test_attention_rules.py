@@ -7,6 +7,7 @@ from modelkit import group_of, init_shape, model, prune_checked, w
 from onnx import helper
 
 import spa
+from spa.records import Selection
 
 S, E, H, D = 3, 8, 2, 4
 
@@ -52,7 +53,7 @@ def test_head_dims_couple_q_with_k_and_v_alone() -> None:
     qk, v = group_of(a, "wq", 1), group_of(a, "wv", 1)
     assert qk is group_of(a, "wk", 1) and qk is not v
     assert qk.n_units == D and v.n_units == D and v is group_of(a, "wo", 0)
-    pruned, _, _ = prune_checked(_m(), 0.5, prune_heads="dims")
+    pruned, _, _ = prune_checked(_m(), 0.5, selection=Selection(prune_heads="dims"))
     assert init_shape(pruned, "wq") == [E, H * D // 2] and init_shape(pruned, "wv") == [E, H * D // 2]
 
 

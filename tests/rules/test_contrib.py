@@ -23,6 +23,7 @@ from spa.analysis.rules.contrib import AttentionRule, ContribGeluRule
 from spa.analysis.rules.elementwise import UnaryRule
 from spa.check.verify import mask_model
 from spa.pipeline.api import analyze
+from spa.records import Selection
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -35,7 +36,8 @@ B, S, D = 2, 5, 16
 
 
 def ms_model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], outputs: dict[str, list[int]],
-             inputs: dict[str, list[int]] | None = None, int_inits: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+             inputs: dict[str, list[int]] | None = None, int_inits: dict[str,
+                                                                         np.ndarray] | None = None) -> onnx.ModelProto:
     """A checked float model importing the default domain (opset 17) and com.microsoft."""
     ins = inputs or {"x": [B, S, D]}
     g = helper.make_graph(
@@ -136,12 +138,12 @@ def test_skip_layernorm_hidden_axis_is_opt_in(op: str) -> None:
     g = group_of(analyze(m), "a.w", 1)
     assert {("b.w", 0), ("b.w", 1), ("gamma", 0), ("bias", 0), ("y.w", 0)} <= set(g.members)
     assert any(op in r and "--prune-norm-axes" in r for r in g.blocked), g.blocked
-    pruned, plan, report = spa.prune(m, ratio=0.5, prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(m, ratio=0.5, verify_result=True, selection=Selection(prune_norm_axes=True))
     onnx.checker.check_model(pruned, full_check=True)
     for t in ("gamma", "bias", *(["beta"] if op == "SkipLayerNormalization" else [])):
         assert init_shape(pruned, t) == [12]
     assert init_shape(pruned, "b.w") == [12, 12] and init_shape(pruned, "y.w") == [12, 8]
-    assert plan.inexact and report.verification is not None and report.verification["mode"] == "drift"
+    assert plan.inexact and report.verification is not None and report.verification.mode == "drift"
 
 
 def test_skip_layernorm_statistics_output_blocks_even_when_opted_in() -> None:
@@ -198,7 +200,7 @@ def test_attention_with_narrower_values_rewrites_qkv_hidden_sizes() -> None:
 
 def test_attention_head_dims_mode_keeps_heads_and_pins_the_scale() -> None:
     m = attention_model()
-    pruned, plan, _ = spa.prune(m, ratio=0.5, prune_heads="dims")
+    pruned, plan, _ = spa.prune(m, ratio=0.5, selection=Selection(prune_heads="dims"))
     onnx.checker.check_model(pruned, full_check=True)
     a = attrs_of(pruned, "Attention")
     cols = next(np.asarray(s.keep) for s in plan.slices if (s.initializer, s.axis) == ("qkv.w", 1))
@@ -268,9 +270,10 @@ def test_rotary_embedding_refuses_head_dims() -> None:
     pos = np.tile(np.arange(S, dtype=np.int64), (B, 1))
     rot = node("RotaryEmbedding", ["q", "pos", "cos", "sin"], ["r"], num_heads=4)
     m = ms_model([matmul("x", "q"), rot, matmul("r", "y")],
-                 {"q.w": w(D, D), "y.w": w(D, 8), "cos": np.ones((8, 2), np.float32), "sin": np.zeros((8, 2), np.float32)},
+                 {"q.w": w(D, D), "y.w": w(D, 8), "cos": np.ones((8, 2), np.float32), "sin": np.zeros((8, 2),
+                  np.float32)},
                  {"y": [B, S, 8]}, int_inits={"pos": pos})
-    pruned, _, _ = spa.prune(m, ratio=0.5, prune_heads="whole")  # whole heads go
+    pruned, _, _ = spa.prune(m, ratio=0.5, selection=Selection(prune_heads="whole"))  # whole heads go
     assert init_shape(pruned, "q.w") == [D, 8]
     g = group_of(analyze(m, prune_heads="dims"), "q.w", 1)
     assert any("rotates pairs" in r and "RotaryEmbedding" in r for r in g.blocked), g.blocked
@@ -332,7 +335,7 @@ def test_bert_ortopt_prunes_fused_attention_heads_and_mlp() -> None:
 
 def test_bert_ortopt_hidden_dimension_when_opted_in() -> None:
     original = spa.load_model(HF / "hf_bert.ortopt.onnx")
-    pruned, plan, _ = spa.prune(original, ratio=0.5, prune_norm_axes=True)
+    pruned, plan, _ = spa.prune(original, ratio=0.5, selection=Selection(prune_norm_axes=True))
     onnx.checker.check_model(pruned, full_check=True)
     assert init_shape(pruned, "inner.bert.embeddings.word_embeddings.weight") == [100, 32]
     x = feeds(SPECS["hf_bert"], batch=2, seq=5)

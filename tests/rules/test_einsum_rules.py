@@ -10,6 +10,7 @@ from onnx import helper
 
 import spa
 from spa.analysis.rules.einsum import parse
+from spa.records import Selection
 
 S, E, H, D = 3, 8, 2, 4
 
@@ -44,7 +45,7 @@ def test_einsum_attention_head_dims() -> None:
     a = spa.analyze(_einsum_attention(), prune_heads="dims")
     qk, v = group_of(a, "wq", 1), group_of(a, "wv", 1)
     assert qk is group_of(a, "wk", 1) and qk is not v and v is group_of(a, "wo", 0)
-    pruned, _, _ = prune_checked(_einsum_attention(), 0.5, prune_heads="dims")
+    pruned, _, _ = prune_checked(_einsum_attention(), 0.5, selection=Selection(prune_heads="dims"))
     assert init_shape(pruned, "wq") == [E, H * D // 2] and init_shape(pruned, "wv") == [E, H * D // 2]
 
 

@@ -8,6 +8,7 @@ from modelkit import conv, group_of, init_shape, model, w
 from onnx import helper
 
 import spa
+from spa.records import Selection
 
 
 def _convnext_like(axis: int = -1):
@@ -36,11 +37,11 @@ def test_permuted_layernorm_blocks_with_opt_in_reason() -> None:
 
 def test_permuted_layernorm_opt_in_prunes_with_drift() -> None:
     m = _convnext_like()
-    pruned, plan, report = spa.prune(m, ratio=0.5, prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(m, ratio=0.5, verify_result=True, selection=Selection(prune_norm_axes=True))
     assert plan.inexact and init_shape(pruned, "g") == [4] and init_shape(pruned, "gamma") == [4, 1, 1]
     assert init_shape(pruned, "y.w") == [2, 4, 3, 3]
-    assert report.verification is not None and report.verification["mode"] == "drift"
-    assert report.verification["passed"]
+    assert report.verification is not None and report.verification.mode == "drift"
+    assert report.verification.passed
 
 
 def test_layernorm_over_channels_and_space_is_refused() -> None:

@@ -6,6 +6,7 @@ from modelkit import group_of, model, w
 from onnx import helper
 
 import spa
+from spa.records import Selection
 
 
 def _mlp_with_layernorm():
@@ -24,9 +25,9 @@ def test_layernorm_group_is_blocked_with_opt_in_reason() -> None:
 
 def test_layernorm_opt_in_prunes_and_reports_drift() -> None:
     m = _mlp_with_layernorm()
-    pruned, plan, report = spa.prune(m, ratio=0.5, prune_norm_axes=True, verify_result=True)
+    pruned, plan, report = spa.prune(m, ratio=0.5, verify_result=True, selection=Selection(prune_norm_axes=True))
     assert plan.inexact and report.groups_pruned == 1
     assert {s.initializer for s in plan.slices} == {"w1", "g", "b", "w2"}
-    assert report.verification is not None and report.verification["mode"] == "drift"
+    assert report.verification is not None and report.verification.mode == "drift"
     replay, _, _ = spa.prune(m, from_plan=plan)
     assert [list(t.dims) for t in replay.graph.initializer] == [list(t.dims) for t in pruned.graph.initializer]

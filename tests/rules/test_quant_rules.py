@@ -14,6 +14,7 @@ from onnx import helper, numpy_helper
 
 import spa
 from spa.check.verify import mask_model, verify
+from spa.records import Selection
 
 ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"
 
@@ -47,7 +48,7 @@ def _quantized(tmp_path: Path, per_channel: bool) -> Path:
 def test_quantize_static_output_prunes_exactly(tmp_path: Path, per_channel: bool, run_spa) -> None:
     path = _quantized(tmp_path, per_channel)
     original = spa.load_model(path)
-    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="l1", round_to=1)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="l1", selection=Selection(round_to=1))
     onnx.checker.check_model(pruned, full_check=True)
     assert report.groups_pruned >= 5
     assert report.before.params == 42_986  # the float model's weights, counted as int8 codes
@@ -100,7 +101,7 @@ def test_qoperator_model_prunes(tmp_path: Path, activation: str, reduce_range: b
                      activation=activation, reduce_range=reduce_range)
     original = spa.load_model(path)
     assert {"QLinearConv", "QGemm", "QLinearAdd"} <= {n.op_type for n in original.graph.node}
-    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="l1", round_to=1)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="l1", selection=Selection(round_to=1))
     onnx.checker.check_model(pruned, full_check=True)
     assert report.groups_pruned >= 6 and report.after.params < 0.7 * report.before.params
     float_macs = spa.prune(ZOO / "defaults" / "mobilenetv2.ts.onnx", ratio=0.0)[2].before.macs

@@ -17,6 +17,7 @@ from modelkit import group_of, init_shape, model, prune_checked, w
 from onnx import helper
 
 import spa
+from spa.records import Selection
 
 S, E, H, D = 4, 16, 2, 8
 
@@ -106,7 +107,8 @@ def test_rotate_half_pairs_i_with_i_plus_half() -> None:
         unit = g.unit_of[("wq", 1)].reshape(H, D)
         np.testing.assert_array_equal(unit[:, : D // 2], unit[:, D // 2:])  # a unit is the pair (i, i + D/2)
         assert len(set(unit[0])) == D // 2 and (unit == unit[0]).all()  # the same dims in every head
-        pruned, plan, _ = prune_checked(_model(tables), 0.5, prune_heads="dims")  # S = 4 positions, sin != 0
+        pruned, plan, _ = prune_checked(_model(tables), 0.5,
+                                        selection=Selection(prune_heads="dims"))  # S = 4 positions, sin != 0
         assert init_shape(pruned, "wq") == [E, H * D // 2] and init_shape(pruned, "wk") == [E, H * D // 2]
         kept = next(s.keep for s in plan.slices if s.initializer == "wq" and s.axis == 1)
         lo = [i for i in kept if i % D < D // 2]
@@ -132,6 +134,6 @@ def test_interleaved_rotation_blocks_dims_but_prunes_whole_heads() -> None:
 
 
 def test_ratio_keeps_unrelated_groups_prunable_with_rotary_dims_blocked() -> None:
-    pruned, _, report = prune_checked(_model(interleaved=True), 0.5, prune_heads="dims")
+    pruned, _, report = prune_checked(_model(interleaved=True), 0.5, selection=Selection(prune_heads="dims"))
     assert report.groups_pruned >= 1 and init_shape(pruned, "wv") == [E, H * D // 2]
     assert init_shape(pruned, "wq") == [E, E]

@@ -8,6 +8,7 @@ from modelkit import conv, group_of, model, prune_checked
 from onnx import helper
 
 import spa
+from spa.records import Scoring, Selection
 
 
 def _deduplicated() -> object:
@@ -17,7 +18,8 @@ def _deduplicated() -> object:
     for t in ("a", "b"):
         for p in ("gamma", "beta", "mean", "var"):
             nodes.append(helper.make_node("Identity", [p], [f"{t}.{p}"]))
-        nodes.append(helper.make_node("BatchNormalization", [t, *(f"{t}.{p}" for p in ("gamma", "beta", "mean", "var"))],
+        nodes.append(helper.make_node("BatchNormalization", [t, *(f"{t}.{p}" for p in ("gamma", "beta", "mean",
+                     "var"))],
                                       [f"{t}.bn"]))
         nodes.append(conv(f"{t}.bn", f"{t}.y", 6, 2, inits=inits))
     # A third user reads the shared tensor directly, as the exporter's first user does.
@@ -37,7 +39,7 @@ def test_identity_views_do_not_couple_layers() -> None:
 
 def test_views_are_materialised_and_replayable() -> None:
     m = _deduplicated()
-    pruned, plan, _ = prune_checked(m, 0.5, criterion="random", seed=1)
+    pruned, plan, _ = prune_checked(m, 0.5, criterion="random", scoring=Scoring(seed=1))
     names = {s.initializer for s in plan.slices}
     assert {"a.gamma", "b.gamma"} <= names and "gamma" not in names
     inits = {t.name: list(t.dims) for t in pruned.graph.initializer}
@@ -74,7 +76,7 @@ def test_parameters_read_by_several_layers_do_not_couple_them() -> None:
     assert ga is not gb and ga.prunable and gb.prunable and ga.n_units == gb.n_units == 6
     assert not any(t in PARAMS for g in (ga, gb) for t, _ in g.members)  # each reads its own view
     m = _merged()
-    pruned, plan, _ = prune_checked(m, 0.5, criterion="random", seed=3)
+    pruned, plan, _ = prune_checked(m, 0.5, criterion="random", scoring=Scoring(seed=3))
     keep = {s.initializer: s.keep for s in plan.slices}
     assert keep["a.w"] != keep["b.w"]  # the branches now lose different channels
     inits = {t.name: list(t.dims) for t in pruned.graph.initializer}
@@ -88,7 +90,7 @@ def test_parameters_read_by_several_layers_do_not_couple_them() -> None:
 
 def test_untouched_uses_stay_shared() -> None:
     m = _merged()
-    pruned, plan, _ = prune_checked(m, 0.5, exclude=["b"])  # branch b keeps its channels
+    pruned, plan, _ = prune_checked(m, 0.5, selection=Selection(exclude=["b"]))  # branch b keeps its channels
     inits = {t.name: list(t.dims) for t in pruned.graph.initializer}
     assert inits["gamma"] == [6] and inits["gamma__spa_use0"] == [3] and "gamma__spa_use1" not in inits
     bn_b = next(n for n in pruned.graph.node if n.op_type == "BatchNormalization" and n.input[0] == "b")

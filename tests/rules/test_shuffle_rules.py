@@ -8,6 +8,7 @@ from modelkit import conv, group_of, model, prune_checked
 from onnx import helper
 
 import spa
+from spa.records import Scoring
 
 
 def _i64(*v: int) -> np.ndarray:
@@ -60,4 +61,4 @@ def test_chunk_with_bounds_read_from_shape() -> None:
     m = model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4], "z": [1, 2, 4, 4]}, inits)
     g = group_of(spa.analyze(m), "a.w", 0)
     assert g.prunable and ("y.w", 1) in g.members
-    prune_checked(m, 0.5, criterion="random", seed=3)
+    prune_checked(m, 0.5, criterion="random", scoring=Scoring(seed=3))

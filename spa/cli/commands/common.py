@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spa.check.gates import load_eval, parse_count, parse_fraction
 from spa.errors import InvalidArgumentError
 from spa.model.inputs import derive_domains, is_runtime_error, synthesis_error, use_inputs
@@ -17,6 +19,7 @@ from spa.model.io import check_output_path, load_model
 from spa.model.runtime import DEVICES
 from spa.model.sizes import shapes_from_pairs as merge
 from spa.planning.selection import check_round_to
+from spa.records import Arrays, Runtime, Scoring, Selection, Target
 from spa.report.bench import parse_shape
 from spa.scoring.calib import load_calibration, load_inputs, load_targets
 
@@ -57,6 +60,34 @@ def add_selection_args(p: argparse.ArgumentParser) -> None:
                         "16 channels, which onnxruntime's CPU kernels run faster (see docs/benchmarks.md)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
                    help="never prune groups touching a node or initializer matching PATTERN (glob; repeatable)")
+
+
+def selection_args(args: argparse.Namespace) -> Selection:
+    """The :class:`~spa.records.Selection` the command line asks for (``--global``, ``--round-to``,
+    ``--exclude``, ``--prune-norm-axes``, ``--prune-heads`` where the command has it)."""
+    return Selection(global_ranking=args.global_ranking, round_to=args.round_to, exclude=tuple(args.exclude),
+                     prune_norm_axes=args.prune_norm_axes, prune_heads=getattr(args, "prune_heads", "whole"))
+
+
+def target_args(args: argparse.Namespace) -> Target:
+    """The :class:`~spa.records.Target` of ``--target-macs``, ``--target-params``, ``--target-latency``
+    and ``--target-speedup`` (none set: prune at ``--ratio``)."""
+    return Target(macs=args.target_macs, params=args.target_params, latency=args.target_latency,
+                  speedup=args.target_speedup)
+
+
+def scoring_args(args: argparse.Namespace, calib: Arrays | None, labels: np.ndarray | None) -> Scoring:
+    """The :class:`~spa.records.Scoring` of ``--seed``, ``--stats`` and ``--loss``, with the data
+    already loaded from ``--calib`` (``calib`` and its ``labels``)."""
+    return Scoring(seed=args.seed, stats=args.stats, calib=calib, labels=labels, loss=args.loss,
+                   calib_name=args.calib or "--calib")
+
+
+def runtime_args(args: argparse.Namespace) -> Runtime:
+    """The :class:`~spa.records.Runtime` of ``--device``, ``--threads`` and ``--shape``, with a progress
+    bar on a terminal."""
+    return Runtime(device=args.device, threads=args.threads, shapes=shapes_from_pairs(args.shape),
+                   progress=progress_bar())
 
 
 def calib_targets(path: str | None, model: Any) -> Any:
@@ -186,17 +217,16 @@ def inputs_scope(args: argparse.Namespace) -> Iterator[None]:
     """Run a command with ``--inputs`` in effect (if given); an onnxruntime failure on synthetic
     inputs that SPA could not derive becomes a one-line error naming them."""
     given = None
-    if getattr(args, "inputs", None) and _model_path(args):
-
-        given = load_inputs(args.inputs, load_model(_model_path(args), external_data=False))
+    path = _model_path(args)
+    if getattr(args, "inputs", None) and path:
+        given = load_inputs(args.inputs, load_model(path, external_data=False))
     try:
         with use_inputs(given):
             yield
     except Exception as exc:
-        if given is not None or not is_runtime_error(exc) or not _model_path(args):
+        if given is not None or not is_runtime_error(exc) or not path:
             raise
-
-        model = load_model(_model_path(args), external_data=False)
+        model = load_model(path, external_data=False)
         if not derive_domains(model).underived():
             raise  # every input was derived: onnxruntime failing is a bug to report, with its traceback
         raise synthesis_error(model, exc) from None

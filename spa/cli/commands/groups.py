@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from spa.cli.commands.common import EXIT_OK, add_common, add_inputs_arg, add_shape_arg, emit, shapes_from_pairs
 from spa.pipeline.api import analyze
@@ -14,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     a = analyze(args.model, args.exclude, prune_norm_axes=args.prune_norm_axes, prune_heads=args.prune_heads,
                 shapes=shapes_from_pairs(args.shape))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for g in a.groups:
         rows.append({
             "id": g.id, "name": g.describe(a.ctx), "units": g.n_units,

@@ -36,9 +36,11 @@ from spa.cli.commands.common import (
     emit,
     fraction,
     load_side_inputs,
-    progress_bar,
     ratio,
-    shapes_from_pairs,
+    runtime_args,
+    scoring_args,
+    selection_args,
+    target_args,
 )
 from spa.errors import GateError, VerificationError
 from spa.model.inputs import supplied
@@ -79,13 +81,9 @@ def run(args: argparse.Namespace) -> int:
         calib = given.arrays  # real inputs (--inputs) are also the statistics source
     labels = calib_targets(args.calib, model)
     del model  # prune loads the file and prunes it in place: this copy would double the weights in memory
-    result = prune(args.model, args.ratio, args.criterion, global_ranking=args.global_ranking,
-                   round_to=args.round_to, exclude=args.exclude, seed=args.seed, from_plan=plan_in,
-                   verify_result=args.verify, device=args.device, progress=progress_bar(),
-                   stats=args.stats, calib=calib, labels=labels, loss=args.loss, prune_norm_axes=args.prune_norm_axes,
-                   target_macs=args.target_macs, target_params=args.target_params,
-                   target_latency=args.target_latency, target_speedup=args.target_speedup, threads=args.threads,
-                   prune_heads=args.prune_heads, shapes=shapes_from_pairs(args.shape))
+    result = prune(args.model, args.ratio, args.criterion, selection=selection_args(args), target=target_args(args),
+                   scoring=scoring_args(args, calib, labels), runtime=runtime_args(args), from_plan=plan_in,
+                   verify_result=args.verify)
     result.report.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -99,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if nothing and not spec.any():
         emit(args, nothing_msg)
         return EXIT_OK
-    if result.report.verification is not None and not result.report.verification["passed"]:
+    if result.report.verification is not None and not result.report.verification.passed:
         emit(args, result.report.table())
-        raise VerificationError(f"{result.report.verification['summary']}; nothing was written")
+        raise VerificationError(f"{result.report.verification.summary()}; nothing was written")
     bench = _prune_bench(args, result.model, out, result.report.sizes) if args.bench else None
     if bench is not None:
         result.report.seconds["bench"] = bench.pop("seconds")

@@ -20,12 +20,14 @@ from spa.cli.commands.common import (
     check_seed,
     emit,
     load_side_inputs,
-    progress_bar,
-    shapes_from_pairs,
+    runtime_args,
+    scoring_args,
+    selection_args,
 )
 from spa.errors import InvalidArgumentError, SpaError
 from spa.model.io import load_model, write_bytes_atomic
-from spa.pipeline.sweep import parse_ratios, plot, sweep
+from spa.pipeline.sweep import SweepResult, parse_ratios, plot, sweep
+from spa.records import Bench
 from spa.report.bench import threads_text
 
 
@@ -55,12 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         _check_matplotlib()
     calib, eval_data = load_side_inputs(model, args.calib, args.eval)
-    result = sweep(model, ratios, criterion=args.criterion, global_ranking=args.global_ranking,
-                   round_to=args.round_to, exclude=args.exclude, seed=args.seed, stats=args.stats, calib=calib,
-                   calib_name=args.calib or "--calib", labels=calib_targets(args.calib, model), loss=args.loss,
-                   eval_data=eval_data, prune_norm_axes=args.prune_norm_axes,
-                   bench=not args.no_bench, device=args.device, threads=args.threads, warmup=args.warmup,
-                   runs=args.runs, progress=progress_bar(), shapes=shapes_from_pairs(args.shape))
+    result = sweep(model, ratios, args.criterion, selection=selection_args(args),
+                   scoring=scoring_args(args, calib, calib_targets(args.calib, model)), runtime=runtime_args(args),
+                   bench=None if args.no_bench else Bench(warmup=args.warmup, runs=args.runs), eval_data=eval_data)
     result.model = args.model
     if sys.stderr.isatty():
         sys.stderr.write("\r\033[K")
@@ -93,17 +92,16 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _header(result: object) -> str:
-
-    r = result  # SweepResult
-    line = f"{r.model}: criterion {r.criterion}, round-to {r.options['round_to']}"  # type: ignore[attr-defined]
-    if r.options["global"]:  # type: ignore[attr-defined]
+def _header(r: SweepResult) -> str:
+    """The line above the table: the model and the settings every ratio was pruned and timed with."""
+    line = f"{r.model}: criterion {r.criterion}, round-to {r.options['round_to']}"
+    if r.options["global"]:
         line += ", global ranking"
-    b = r.bench  # type: ignore[attr-defined]
+    b = r.bench
     if b:
         line += (f"; latency: median of {b['runs']} runs after {b['warmup']} warm-up, batch {b['batch']}, "
                  f"{b['providers'][0]}, {threads_text(b['threads'])}")
-    f = r.fidelity  # type: ignore[attr-defined]
+    f = r.fidelity
     if f and "samples" in f:
         line += f"; fidelity on {f['data']} ({f['samples']} samples)"
     return line

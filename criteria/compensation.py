@@ -1,0 +1,38 @@
+"""What a compensating criterion hands the rewrite: new values for the weights that survive.
+
+Its own module, below :mod:`spa.criteria.base`, so that the criterion interface, the criteria and the
+rewrite (:func:`spa.rewrite.apply_plan`) share one type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spa.analysis.consumers import Consumer
+from spa.model.graph import ModelContext
+
+
+@dataclass
+class Compensation:
+    """New values, in the *original* shapes, for consumer weights and biases."""
+
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: node name -> full-length bias, for consumers whose bias is not an initializer of their own
+    new_biases: dict[str, np.ndarray] = field(default_factory=dict)
+    #: bias initializer -> full-length values, updated in place
+    biases: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def record(self, c: Consumer, ctx: ModelContext, new: np.ndarray, bias_slot: bool) -> np.ndarray | None:
+        """Store augmented weights ``new`` for ``c``; returns the bias as written (or None)."""
+        self.weights[c.weight] = c.to_weight(ctx, new[:, :-1])
+        if not bias_slot:
+            return None
+        bias = new[:, -1]
+        if c.bias is not None and c.own_bias and ctx.array(c.bias).size == bias.size:
+            current = ctx.array(c.bias)
+            self.biases[c.bias] = bias.astype(current.dtype).reshape(current.shape)
+            return self.biases[c.bias]
+        self.new_biases[c.node.name] = bias
+        return bias
