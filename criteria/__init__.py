@@ -13,6 +13,7 @@ import pkgutil
 from typing import Any
 
 from spa.criteria.base import Criterion, aggregate_over_params
+
 from spa.errors import InvalidArgumentError
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
+from spa.criteria.compensation import Compensation
 
 from spa.analysis.groups import Group
-from spa.criteria.compensation import Compensation
 from spa.model.graph import ModelContext
 from spa.model.quant import dequantized, is_quantization_parameter
 from spa.records import KeptUnits
