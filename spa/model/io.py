@@ -163,7 +163,7 @@ def _check_dims(dims: list[int], what: str, where: str) -> None:
 
 
 #: Typed data fields of a TensorProto by element type, with how many values each element takes.
-_TYPED_FIELDS = {
+_TYPED_FIELDS: dict[int, tuple[str, int]] = {
     onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.DOUBLE: ("double_data", 1),
     onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.INT32: ("int32_data", 1),
     onnx.TensorProto.INT16: ("int32_data", 1), onnx.TensorProto.INT8: ("int32_data", 1),
@@ -386,7 +386,7 @@ def _itemsize(t: onnx.TensorProto) -> int:
         return 1
 
 
-def _little_endian(t: onnx.TensorProto) -> object:
+def _little_endian(t: onnx.TensorProto) -> np.dtype:
     return onnx.helper.tensor_dtype_to_np_dtype(t.data_type).newbyteorder("<")
 
 
@@ -465,7 +465,7 @@ def serialized_size(model: onnx.ModelProto) -> int:
     return weightless(model).ByteSize() + payload
 
 
-_RAW_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
+_RAW_ITEMSIZE: dict[int, int] = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
                  onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT64: 8, onnx.TensorProto.INT32: 4,
                  onnx.TensorProto.INT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                  onnx.TensorProto.BOOL: 1}

@@ -123,10 +123,10 @@ def _reshape_ends(ctx: ModelContext) -> list[str]:
         if node.op_type != "Reshape":
             continue
         ends = (node.input[0], node.output[0])
-        shapes = [ctx.shapes.get(t) for t in ends]
-        if all(s is not None and None not in s[1:] for s in shapes) and segments(*shapes) is not None:
+        si, so = ctx.shapes.get(ends[0]), ctx.shapes.get(ends[1])
+        if si is not None and so is not None and None not in si[1:] + so[1:] and segments(si, so) is not None:
             continue
-        out += [t for t, s in zip(ends, shapes) if (s is None or None in s) and not ctx.is_constant(t)]
+        out += [t for t, s in zip(ends, (si, so)) if (s is None or None in s) and not ctx.is_constant(t)]
     return out
 
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_ints, node_label
 
 
 @dataclass(frozen=True)
@@ -236,9 +236,9 @@ def int_input(node: onnx.NodeProto, ctx: ModelContext, i: int) -> list[int] | No
 
 def axes_input(node: onnx.NodeProto, ctx: ModelContext, input_index: int) -> list[int] | None:
     """``axes`` from the attribute (old opsets) or from input ``input_index`` (new opsets)."""
-    a = attr(node, "axes")
+    a = attr_ints(node, "axes")
     if a is not None:
-        return [int(x) for x in a]  # type: ignore[union-attr]
+        return a
     return int_input(node, ctx, input_index)
 
 

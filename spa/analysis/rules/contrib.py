@@ -40,7 +40,7 @@ import numpy as np
 import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, Rule, register, tie
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_float, attr_int, attr_ints, node_label
 
 MS = "com.microsoft"
 
@@ -82,8 +82,8 @@ def _channels_last(ctx: ModelContext, node: onnx.NodeProto, space: Space, data: 
         if stats:
             return c.block(space, f"{node_label(node)} exposes its statistics ('{stats[0]}')")
         c.inexact.append(f"{node_label(node)} normalises over a pruned axis")
-    t = tie(ctx, node, space, [hidden, *lead])
-    c.edges, c.blocks = t.edges, [*c.blocks, *t.blocks]
+    tied = tie(ctx, node, space, [hidden, *lead])
+    c.edges, c.blocks = tied.edges, [*c.blocks, *tied.blocks]
     return c
 
 
@@ -144,15 +144,15 @@ class EmbedLayerNormRule(Rule):
         return _channels_last(ctx, node, space, data, params, normalises=True)
 
 
-_ORIGINAL: dict[int, tuple[weakref.ref[ModelContext], dict[tuple[str, str], object]]] = {}
+_ORIGINAL: dict[int, tuple[weakref.ref[ModelContext], dict[str, onnx.NodeProto]]] = {}
 
 
-def _original_attr(ctx: ModelContext, node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute ``name`` of ``node`` as it was before any rewrite.
+def _original(ctx: ModelContext, node: onnx.NodeProto) -> onnx.NodeProto:
+    """A copy of ``node`` as it was when first read in ``ctx``, before any rewrite.
 
-    ``update_attributes`` rewrites ``num_heads`` and ``qkv_hidden_sizes`` in place, and the
-    attribute pass runs until nothing changes, so later calls must not read the new values. The
-    first reading per context is kept.
+    ``update_attributes`` rewrites ``num_heads``, ``qkv_hidden_sizes`` and ``scale`` in place, and
+    the attribute pass runs until nothing changes, so later calls must not read the new values.
+    The first reading per context is kept.
     """
     entry = _ORIGINAL.get(id(ctx))
     if entry is None or entry[0]() is not ctx:
@@ -160,13 +160,16 @@ def _original_attr(ctx: ModelContext, node: onnx.NodeProto, name: str, default: 
             del _ORIGINAL[key]
         entry = (weakref.ref(ctx), {})
         _ORIGINAL[id(ctx)] = entry
-    value = attr(node, name, default)
-    return entry[1].setdefault((node.name, name), list(value) if isinstance(value, (list, tuple)) else value)
+    copy = entry[1].get(node.name)
+    if copy is None:
+        copy = entry[1][node.name] = onnx.NodeProto()
+        copy.CopyFrom(node)
+    return copy
 
 
 def _heads(ctx: ModelContext, node: onnx.NodeProto) -> int:
-    """The original ``num_heads`` (see :func:`_original_attr`)."""
-    return int(_original_attr(ctx, node, "num_heads", 0))  # type: ignore[call-overload]
+    """The original ``num_heads`` (see :func:`_original`)."""
+    return attr_int(_original(ctx, node), "num_heads", 0)
 
 
 def _head_mode(ctx: ModelContext) -> str:
@@ -209,9 +212,9 @@ class AttentionRule(Rule):
     def _sizes(node: onnx.NodeProto, ctx: ModelContext) -> tuple[int, int, int, int] | None:
         """``(num_heads, q, k, v)`` hidden sizes, or None when the weight shape is unknown."""
         heads = _heads(ctx, node)
-        qkv = _original_attr(ctx, node, "qkv_hidden_sizes")
+        qkv = attr_ints(_original(ctx, node), "qkv_hidden_sizes")
         if qkv:
-            q, k, v = (int(x) for x in qkv)  # type: ignore[union-attr]
+            q, k, v = qkv
         else:
             total = ctx.dim(node.input[1], 1)
             if total is None:
@@ -264,7 +267,7 @@ class AttentionRule(Rule):
         sizes = self._sizes(node, ctx)
         if heads <= 0 or sizes is None or any(s % heads for s in sizes[1:]) or sizes[1] != sizes[2]:
             return f"{label}: hidden sizes {sizes and sizes[1:]} do not split into num_heads={heads} heads"
-        if mode == "dims" and int(attr(node, "do_rotary", 0)):  # type: ignore[arg-type]
+        if mode == "dims" and attr_int(node, "do_rotary", 0):
             return f"{label} applies rotary embeddings, which pair dimensions inside a head"
         return None
 
@@ -281,9 +284,9 @@ class AttentionRule(Rule):
         new_heads = len(np.unique((cols[cols >= q + k] - q - k) // hv))
         new_heads = new_heads if nv == new_heads * hv else heads  # whole heads removed, or dimensions
         changed = _set_attr(node, "num_heads", int(new_heads))
-        if _original_attr(ctx, node, "qkv_hidden_sizes") is not None or len({nq, nk, nv}) > 1:
+        if attr_ints(_original(ctx, node), "qkv_hidden_sizes") is not None or len({nq, nk, nv}) > 1:
             changed |= _set_attr(node, "qkv_hidden_sizes", [int(nq), int(nk), int(nv)])
-        if nq // new_heads != q // heads and not _original_attr(ctx, node, "scale", 0.0):
+        if nq // new_heads != q // heads and not attr_float(_original(ctx, node), "scale", 0.0):
             changed |= _set_attr(node, "scale", 1.0 / math.sqrt(q // heads))
         return changed
 
@@ -346,7 +349,7 @@ class MultiHeadAttentionRule(Rule):
         new_heads = new_heads if len(vk) == new_heads * hv else heads
         nq = len(kept.get((q, 2), np.arange(dq)))
         changed = _set_attr(node, "num_heads", int(new_heads))
-        if nq // new_heads != dq // heads and not _original_attr(ctx, node, "scale", 0.0):
+        if nq // new_heads != dq // heads and not attr_float(_original(ctx, node), "scale", 0.0):
             changed |= _set_attr(node, "scale", 1.0 / math.sqrt(dq // heads))
         return changed
 
@@ -370,8 +373,8 @@ class RotaryEmbeddingRule(Rule):
         rank = ctx.rank(x)
         if space[0] not in (x, y) or rank not in (3, 4):
             return c.block(space, f"{label} cannot prune axis {space[1]} of '{space[0]}'")
-        if space[1] < rank - 1:  # type: ignore[operator]
-            return tie(ctx, node, space, [[(x, a), (y, a)] for a in range(rank - 1)])  # type: ignore[operator]
+        if space[1] < rank - 1:
+            return tie(ctx, node, space, [[(x, a), (y, a)] for a in range(rank - 1)])
         if rank == 4:
             return c.block(space, f"{label} rotates pairs of dimensions inside a head (axis 3 of '{x}')")
         mode = _head_mode(ctx)
@@ -413,7 +416,7 @@ class FusedMatMulRule(Rule):
         b = node.input[1]
         if not ctx.is_constant(b) or ctx.rank(b) != 2:
             return f"{node_label(node)} has no constant 2-D weight (input '{b}')"
-        if any(int(attr(node, a, 0)) for a in ("transA", "transBatchA", "transBatchB")):  # type: ignore[arg-type]
+        if any(attr_int(node, a, 0) for a in ("transA", "transBatchA", "transBatchB")):
             return f"{node_label(node)} transposes its activation input (transA/transBatch*)"
         return None
 
@@ -429,7 +432,7 @@ class FusedMatMulRule(Rule):
         ra, ry = ctx.rank(a), ctx.rank(y)
         if ra is None or ry is None or ra < 2:
             return Coupling().block(space, f"{node_label(node)} input rank unknown or < 2")
-        tb = int(attr(node, "transB", 0))  # type: ignore[arg-type]
+        tb = attr_int(node, "transB", 0)
         sets: list[list[Space]] = [[(a, ra - 1), (b, 1 if tb else 0)], [(y, ry - 1), (b, 0 if tb else 1)]]
         sets += [[(a, i), (y, i + ry - ra)] for i in range(ra - 1)]
         return tie(ctx, node, space, sets)

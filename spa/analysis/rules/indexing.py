@@ -12,7 +12,7 @@ from __future__ import annotations
 import onnx
 
 from spa.analysis.rules.base import Coupling, Rule, dim_or_block, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -37,7 +37,7 @@ class GatherNDRule(Rule):
         k = ctx.dim(idx, q - 1)
         if k is None:
             return c.block(space, f"{node_label(node)}: the index tuple length of '{idx}' is unknown")
-        b = int(attr(node, "batch_dims", 0))  # type: ignore[arg-type]
+        b = attr_int(node, "batch_dims", 0)
         first = b + k  # first data axis that is copied whole
         if space[0] == data:
             a, out = space[1], q - 1 + space[1] - first

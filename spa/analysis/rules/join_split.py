@@ -18,7 +18,7 @@ from spa.analysis.rules.base import (
     position,
     register,
 )
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -33,7 +33,7 @@ class ConcatRule(Rule):
         rank = ctx.rank(y)
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [*node.input, y])
         off = 0
@@ -62,7 +62,7 @@ class SplitRule(Rule):
         rank = ctx.rank(x)
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [x, *node.output])
         off = 0
@@ -77,7 +77,7 @@ class SplitRule(Rule):
 
     def _new_sizes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> np.ndarray | None:
         x = node.input[0]
-        axis = norm_axis(int(attr(node, "axis", 0)), ctx.rank(x) or 0)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", 0), ctx.rank(x) or 0)
         if (x, axis) not in kept:
             return None
         sizes = [len(kept[(t, axis)]) if (t, axis) in kept else ctx.dim(t, axis) for t in node.output]

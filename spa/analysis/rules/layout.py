@@ -25,7 +25,7 @@ from spa.analysis.rules.base import (
 )
 from spa.analysis.rules.shape_reads import reads_own_size
 from spa.analysis.rules.shape_vectors import couple_target, rewrite_target, shape_symbols
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, attr_ints, node_label
 
 
 @register
@@ -40,7 +40,9 @@ class TransposeRule(Rule):
         rank = ctx.rank(x)
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        perm = [int(p) for p in attr(node, "perm", list(range(rank))[::-1])]  # type: ignore[union-attr]
+        perm = attr_ints(node, "perm")
+        if perm is None:
+            perm = list(range(rank))[::-1]
         a_in = space[1] if space[0] == x else perm[space[1]]
         n = dim_or_block(ctx, c, space, node, space)
         return c if n is None else c.same((x, a_in), (y, perm.index(a_in)), n)
@@ -91,8 +93,9 @@ class PadRule(Rule):
         if position(node, space[0])[0] == "in" and space[0] != x:
             return c.block(space, f"{node_label(node)} pads/value input is not data")
         rank = ctx.rank(x)
-        pads = attr(node, "pads")
-        pads = [int(p) for p in pads] if pads is not None else int_input(node, ctx, 1)  # type: ignore[union-attr]
+        pads = attr_ints(node, "pads")
+        if pads is None:
+            pads = int_input(node, ctx, 1)
         if rank is None or pads is None:
             return c.block(space, f"{node_label(node)} pads are not constant")
         axes = int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else list(range(rank))
@@ -118,7 +121,7 @@ class ResizeRule(Rule):
         x, y = node.input[0], node.output[0]
         if position(node, space[0])[0] == "in" and space[0] != x:
             return c.block(space, f"{node_label(node)} roi/scales/sizes input is not data")
-        if attr(node, "axes") is not None:
+        if attr_ints(node, "axes") is not None:
             return c.block(space, f"{node_label(node)} uses the axes attribute")
         if ctx.dim(x, space[1]) != ctx.dim(y, space[1]):
             return c.block(space, f"{node_label(node)} resizes axis {space[1]}")
@@ -159,7 +162,7 @@ class SoftmaxRule(Rule):
         rank = ctx.rank(node.input[0])
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)), rank)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", -1 if ctx.opset >= 13 else 1), rank)
         normalised = space[1] == axis if ctx.opset >= 13 else space[1] >= axis
         if normalised:
             return c.block(space, f"{node_label(node)} normalises over axis {space[1]} of '{space[0]}'")
@@ -178,7 +181,7 @@ class GatherRule(Rule):
         rd, ri = ctx.rank(data), ctx.rank(idx)
         if rd is None or ri is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rd)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", 0), rd)
         if space[0] == idx and position(node, idx)[0] == "in" and space[0] != data:
             return c.block(space, f"{node_label(node)} indices are not data")
         if space[0] == data:

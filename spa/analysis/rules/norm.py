@@ -10,7 +10,7 @@ from __future__ import annotations
 import onnx
 
 from spa.analysis.rules.base import Coupling, Rule, register, tie
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -45,7 +45,7 @@ class LayerNormRule(Rule):
         rank = ctx.rank(x)
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = int(attr(node, "axis", -1)) % rank  # type: ignore[arg-type]
+        axis = attr_int(node, "axis", -1) % rank
         params = [(p, 0) for p in node.input[1:3] if p]
         if space[0] in (x, y):
             a = space[1]

@@ -8,7 +8,7 @@ import onnx
 
 from spa.analysis.rules.base import Coupling, Rule, norm_axis, register
 from spa.analysis.rules.shape_vectors import shape_symbols, slice_params_values, where_minus_one
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 def reads_own_size(ctx: ModelContext, node: onnx.NodeProto, axis: int) -> bool:
@@ -118,9 +118,9 @@ class ShapeRule(Rule):
         rank = ctx.rank(space[0])
         if rank is None:
             return c.block(space, f"rank unknown at {node_label(node)}")
-        lo = norm_axis(int(attr(node, "start", 0)), rank)  # type: ignore[arg-type]
-        end = attr(node, "end")
-        hi = rank if end is None else min(rank, norm_axis(int(end), rank))  # type: ignore[arg-type]
+        lo = norm_axis(attr_int(node, "start", 0), rank)
+        end = attr_int(node, "end", None)
+        hi = rank if end is None else min(rank, norm_axis(end, rank))
         if not lo <= space[1] < hi:
             return c
         reader = _size_readers(ctx, node.output[0], space[1] - lo)
