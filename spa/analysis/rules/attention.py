@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from spa.analysis.rules.base import Coupling, dim_or_block, position
+from spa.analysis.rules.base import Coupling, dim_or_block, position, ranks_or_block
 from spa.model.graph import ModelContext, Space, attr_int, attr_ints, node_label
 
 HEAD_MODES = ("whole", "dims", "none")
@@ -157,9 +157,10 @@ def couple_batched_matmul(ctx: ModelContext, node: onnx.NodeProto, space: Space)
     """``A @ B`` with both operands computed at run time (see module docstring)."""
     c = Coupling()
     a, b, y = node.input[0], node.input[1], node.output[0]
-    ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
-    if ra is None or rb is None or ry is None:
-        return c.block(space, f"rank unknown at {node_label(node)}")
+    ranks = ranks_or_block(ctx, c, space, node, [a, b, y])
+    if ranks is None:
+        return c
+    ra, rb, ry = ranks
     if ra < 2 or rb < 2:
         return c.block(space, f"{node_label(node)} multiplies a vector; its axes are not followed")
     side, idx = position(node, space[0])

@@ -16,6 +16,7 @@ from spa.analysis.rules.base import (
     int_input,
     norm_axis,
     position,
+    rank_or_block,
     register,
 )
 from spa.model.graph import ModelContext, Space, attr_int, node_label
@@ -30,9 +31,9 @@ class ConcatRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         y = node.output[0]
-        rank = ctx.rank(y)
+        rank = rank_or_block(ctx, c, space, node, y)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+            return c
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [*node.input, y])
@@ -59,9 +60,9 @@ class SplitRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x = node.input[0]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+            return c
         axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [x, *node.output])

@@ -21,6 +21,8 @@ from spa.analysis.rules.base import (
     int_input,
     norm_axis,
     position,
+    rank_or_block,
+    ranks_or_block,
     register,
 )
 from spa.analysis.rules.shape_reads import reads_own_size
@@ -37,9 +39,9 @@ class TransposeRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, y = node.input[0], node.output[0]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+            return c
         perm = attr_ints(node, "perm")
         if perm is None:
             perm = list(range(rank))[::-1]
@@ -57,9 +59,10 @@ class SqueezeRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, y = node.input[0], node.output[0]
-        rx, ry = ctx.rank(x), ctx.rank(y)
-        if rx is None or ry is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [x, y])
+        if ranks is None:
+            return c
+        rx, ry = ranks
         if position(node, space[0]) == ("in", 1):
             return c.block(space, f"{node_label(node)} axes input is not data")
         big, small, rbig = (x, y, rx) if node.op_type == "Squeeze" else (y, x, ry)
@@ -159,9 +162,9 @@ class SoftmaxRule(Rule):
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
-        rank = ctx.rank(node.input[0])
+        rank = rank_or_block(ctx, c, space, node, node.input[0])
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+            return c
         axis = norm_axis(attr_int(node, "axis", -1 if ctx.opset >= 13 else 1), rank)
         normalised = space[1] == axis if ctx.opset >= 13 else space[1] >= axis
         if normalised:
@@ -178,9 +181,10 @@ class GatherRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         data, idx, y = node.input[0], node.input[1], node.output[0]
-        rd, ri = ctx.rank(data), ctx.rank(idx)
-        if rd is None or ri is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [data, idx])
+        if ranks is None:
+            return c
+        rd, ri = ranks
         axis = norm_axis(attr_int(node, "axis", 0), rd)
         if space[0] == idx and position(node, idx)[0] == "in" and space[0] != data:
             return c.block(space, f"{node_label(node)} indices are not data")
@@ -231,9 +235,10 @@ class ExpandRule(Rule):
         x, y = node.input[0], node.output[0]
         if position(node, space[0]) == ("in", 1):
             return c.block(space, f"{node_label(node)} shape input is not data")
-        rx, ry = ctx.rank(x), ctx.rank(y)
-        if rx is None or ry is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [x, y])
+        if ranks is None:
+            return c
+        rx, ry = ranks
         b = space[1] + (ry - rx) if space[0] == x else space[1]
         n = dim_or_block(ctx, c, (y, b), node, space)
         if n is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import onnx
 
-from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, register, rule_for
+from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, rank_or_block, register, rule_for
 from spa.model.graph import ModelContext, Space, attr_int, node_label
 from spa.model.quant import float_view, qop_of, quant_axis, weight_axis
 
@@ -31,9 +31,9 @@ class QuantizeDequantizeRule(Rule):
         c = Coupling()
         x, y = node.input[0], node.output[0]
         params = [t for t in node.input[1:3] if t]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+            return c
         if attr_int(node, "block_size", 0) > 0:
             return self._blocked(node, ctx, space, rank, params)
         axis = quant_axis(node, ctx)
