@@ -7,13 +7,14 @@ MatMul's input features. Each column belongs to one unit of the group.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from spa.analysis.groups import Group
-from spa.model.graph import ModelContext, attr_int, attr_ints
+from spa.model.graph import ModelContext, attr_int, attr_ints, known
 
 
 @dataclass
@@ -130,13 +131,13 @@ def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group:
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and ctx.constant_value(bias) is None:
         return None
-    shape = ctx.shape(w)
+    shape = known(ctx.shape(w))  # w is an initializer: always known
     if shape is None:
         return None
     units = group.unit_of[(w, a)]
     c: Consumer | None = None
     if node.op_type == "Conv" and a == 1 and attr_int(node, "group", 1) == 1:
-        taps = int(np.prod(shape[2:], dtype=np.int64))  # type: ignore[arg-type]
+        taps = math.prod(shape[2:])
         c = Consumer(node, "conv", w, bias, node.input[0], np.repeat(units, taps), len(units) * taps)
     elif node.op_type == "Gemm" and not attr_int(node, "transA", 0):
         k_axis = 1 if attr_int(node, "transB", 0) else 0

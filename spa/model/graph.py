@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -39,6 +39,14 @@ FLOAT_TYPES = {
     onnx.TensorProto.DOUBLE,
     onnx.TensorProto.BFLOAT16,
 }
+
+
+def known(shape: Sequence[int | None] | None) -> tuple[int, ...] | None:
+    """``shape`` when every size in it is known, else None (a static shape, typed as one)."""
+    if shape is None:
+        return None
+    sizes = tuple(d for d in shape if d is not None)
+    return sizes if len(sizes) == len(shape) else None
 
 
 def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:

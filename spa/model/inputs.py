@@ -45,7 +45,7 @@ import onnx
 from onnx import numpy_helper
 
 from spa.errors import InputSynthesisError, SpaError
-from spa.model.graph import attr_int
+from spa.model.graph import attr_int, known
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,8 @@ class _Graph:
             return None
         if node.op_type == "GatherND":
             sizes = shape[attr_int(node, "batch_dims", 0):]
-            return min(sizes) if sizes and None not in sizes else None  # type: ignore[type-var]
+            static = known(sizes)
+            return min(static) if static else None
         axis = 0 if node.op_type == "EmbedLayerNormalization" else attr_int(node, "axis", 0)
         return shape[axis] if -len(shape) <= axis < len(shape) else None
 

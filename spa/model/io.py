@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import numpy_helper
 
 from spa.errors import ModelLoadError, OutputError, UnsupportedModelError
@@ -362,8 +363,9 @@ def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _copy_field(dst: object, fd: object, value: object) -> None:
-    name = fd.name  # type: ignore[attr-defined]
+def _copy_field(dst: Message, fd: FieldDescriptor, value: object) -> None:
+    """Copy field ``fd`` (holding ``value``) into ``dst``: a message, a repeated field or a scalar."""
+    name = fd.name
     if hasattr(value, "CopyFrom"):  # a message
         getattr(dst, name).CopyFrom(value)
     elif hasattr(value, "extend") and not isinstance(value, (str, bytes)):  # a repeated field

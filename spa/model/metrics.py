@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from spa.model.einsum import parse
-from spa.model.graph import FLOAT_TYPES, ModelContext, attr_int, attr_ints, attr_str
+from spa.model.graph import FLOAT_TYPES, ModelContext, attr_int, attr_ints, attr_str, known
 from spa.model.io import serialized_size
 from spa.model.quant import float_view, is_quantization_parameter, is_quantized_weight, qop_of
 from spa.model.runtime import random_inputs, run
@@ -92,11 +92,12 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 
     shapes = [ctx.shape(i) for i in node.input]
     terms = parse(attr_str(node, "equation", ""), [None if s is None else len(s) for s in shapes])
-    if terms is None or any(s is None for s in shapes):
+    known_shapes = [s for s in shapes if s is not None]
+    if terms is None or len(known_shapes) != len(shapes):
         return 0
     sizes: dict[str, int] = {}
-    for labels, shape in zip(terms[0], shapes):
-        for label, d in zip(labels, shape):  # type: ignore[arg-type]
+    for labels, shape in zip(terms[0], known_shapes):
+        for label, d in zip(labels, shape):
             sizes[label] = max(sizes.get(label, 1), _size(d))
     batch = ctx.batch_multiples.get(node.output[0], 1)  # the output's axis 0 holds that label
     return int(np.prod(list(sizes.values()), dtype=np.int64)) * batch
@@ -105,11 +106,11 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 def _recurrent_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     """LSTM/GRU/RNN: each step of each direction multiplies the input by ``W`` and the state by
     ``R``: ``steps · batch · dirs · gates·H · (features + H)`` (0 when the weights' shapes are unknown)."""
-    w, r, x = ctx.shape(node.input[1]), ctx.shape(node.input[2]), ctx.shape(node.input[0])
-    if w is None or r is None or x is None or len(x) != 3 or any(d is None for d in (*w, *r)):
+    w, r, x = known(ctx.shape(node.input[1])), known(ctx.shape(node.input[2])), ctx.shape(node.input[0])
+    if w is None or r is None or x is None or len(x) != 3:
         return 0
     steps_batch = _size(x[0]) * _size(x[1]) * ctx.batch_multiples.get(node.input[0], 1)
-    return steps_batch * int(w[0]) * int(w[1]) * (int(w[2]) + int(r[2]))  # type: ignore[arg-type]
+    return steps_batch * w[0] * w[1] * (w[2] + r[2])
 
 
 def _size(d: int | None) -> int:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -45,9 +46,9 @@ from spa.model.graph import ModelContext, Space, attr_float, attr_int, attr_ints
 MS = "com.microsoft"
 
 
-def _opt(seq: object, i: int) -> str | None:
+def _opt(seq: Sequence[str], i: int) -> str | None:
     """Input or output ``i`` of a node when present and not empty."""
-    items = list(seq)  # type: ignore[call-overload]
+    items = list(seq)
     return items[i] if len(items) > i and items[i] else None
 
 
@@ -65,16 +66,17 @@ def _channels_last(ctx: ModelContext, node: onnx.NodeProto, space: Space, data: 
     (mean / inverse-std outputs) are produced.
     """
     c = Coupling()
-    ranks = {t: ctx.rank(t) for t in [*data, *params]}
-    if any(r is None or r == 0 for r in ranks.values()):
+    tensors = [*data, *params]
+    ranks = {t: r for t in tensors if (r := ctx.rank(t))}  # unknown and 0 ranks left out
+    if len(ranks) != len(set(tensors)):
         return c.block(space, f"rank unknown at {node_label(node)}")
-    top = max(ranks[t] for t in data)  # type: ignore[type-var]
-    hidden: list[Space] = [(t, ranks[t] - 1) for t in [*data, *params]]  # type: ignore[operator]
+    top = max(ranks[t] for t in data)
+    hidden: list[Space] = [(t, ranks[t] - 1) for t in tensors]
     lead: list[list[Space]] = []
-    for k in range(top - 1):  # type: ignore[operator]
+    for k in range(top - 1):
         members = []
         for t in data:
-            a = k - (top - ranks[t])  # type: ignore[operator]
+            a = k - (top - ranks[t])
             if a >= 0 and ctx.dim(t, a) != 1:
                 members.append((t, a))
         lead.append(members)
@@ -237,11 +239,11 @@ class AttentionRule(Rule):
             return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")
         reason = self._refusal(node, ctx)
         sizes = self._sizes(node, ctx)
-        if reason is None and sizes is None:
-            reason = f"shape of '{w}' is unknown at {node_label(node)}"
         if reason is not None:
             return c.block(space, reason)
-        heads, q, k, v = sizes  # type: ignore[misc]
+        if sizes is None:
+            return c.block(space, f"shape of '{w}' is unknown at {node_label(node)}")
+        heads, q, k, v = sizes
         hq, hk, hv = q // heads, k // heads, v // heads
         if b:
             c.same((w, 1), (b, 0), q + k + v)
@@ -322,9 +324,8 @@ class MultiHeadAttentionRule(Rule):
             return c.block(space, f"{label}: attention heads are left alone (head granularity '{mode}')")
         if any(_opt(node.input, i) for i in (5, 6, 7)) or any(_opt(node.output, i) for i in (1, 2, 3)):
             return c.block(space, f"{label} has a KV cache, an attention_bias or a qk output, each with a head axis")
-        if None in (dq, dk, dv) or heads <= 0 or dq != dk or any(d % heads for d in (dq, dk, dv)):  # type: ignore[operator]
+        if dq is None or dk is None or dv is None or heads <= 0 or dq != dk or any(d % heads for d in (dq, dk, dv)):
             return c.block(space, f"{label}: hidden sizes {(dq, dk, dv)} do not split into num_heads={heads} heads")
-        dq, dk, dv = int(dq), int(dk), int(dv)  # type: ignore[arg-type]
         hq, hv = dq // heads, dv // heads
         c.same((v, 2), (y, 2), dv)
         c.same((q, 2), (k, 2), dq)  # dimension d of head h: Q and K together

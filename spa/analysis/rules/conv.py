@@ -86,9 +86,10 @@ class _ConvBase(Rule):
             return False
         space = (node.output[0], 1) if self.transposed else (node.input[0], 1)
         wshape = ctx.shape(node.input[1])
-        if space not in kept or wshape is None:
+        per_group = None if wshape is None else wshape[1]
+        if space not in kept or per_group is None:
             return False
-        new_g = len(kept[space]) // int(wshape[1])  # type: ignore[arg-type]
+        new_g = len(kept[space]) // per_group
         changed = False
         for a in node.attribute:
             if a.name == "group" and a.i != new_g:

@@ -55,8 +55,9 @@ class MatMulRule(Rule):
 
     def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
         b = node.input[1]
-        if ctx.is_constant(b) and ctx.rank(b) == 2 and ctx.rank(node.output[0]) is not None:
-            return [(node.output[0], ctx.rank(node.output[0]) - 1)]  # type: ignore[operator]
+        rank = ctx.rank(node.output[0])
+        if ctx.is_constant(b) and ctx.rank(b) == 2 and rank is not None:
+            return [(node.output[0], rank - 1)]
         return []
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
