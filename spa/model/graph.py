@@ -50,7 +50,8 @@ def known(shape: Sequence[int | None] | None) -> tuple[int, ...] | None:
 
 
 def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """The value of attribute ``name`` of ``node``, or ``default``."""
+    """The value of attribute ``name`` of ``node``, or ``default`` (untyped: whatever the
+    attribute holds, bytes for a string; prefer :func:`attr_int` and its siblings)."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
