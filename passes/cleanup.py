@@ -15,6 +15,7 @@ import heapq
 from collections import defaultdict
 
 import onnx
+
 from spa.passes.base import Pass, PassError, PassResult
 
 
@@ -37,6 +38,11 @@ def dead_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
 
 
 class CleanupPass(Pass):
+    """Remove nodes whose outputs nothing reads (repeatedly) and initializers nothing reads, then
+    sort the nodes topologically (stable). Leaves graph inputs, outputs and subgraph reads alone;
+    refuses (PassError) a graph with a cycle.
+    """
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         modified = False

@@ -18,12 +18,18 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from spa.passes.base import Pass, PassError, PassResult
 
 from spa.model.graph import Space
+from spa.passes.base import Pass, PassError, PassResult
 
 
 class CompensateWeightsPass(Pass):
+    """Write a compensating criterion's refitted weights into initializers that still have their
+    original shape, and give the listed nodes a new bias sliced to their surviving channels.
+    Leaves alone tensors already written or sliced; refuses (PassError) a listed tensor or node
+    that is not in the model.
+    """
+
     def __init__(self, values: Mapping[str, np.ndarray], new_biases: Mapping[str, np.ndarray],
                  kept: Mapping[Space, np.ndarray]) -> None:
         self.values = values

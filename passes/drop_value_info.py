@@ -10,10 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import onnx
+
 from spa.passes.base import Pass, PassError, PassResult
 
 
 class DropValueInfoPass(Pass):
+    """Remove the ``value_info`` entries of the given tensors (their shapes changed with pruning).
+    Leaves graph inputs and outputs and every other entry alone; refuses nothing.
+    """
+
     def __init__(self, tensors: Iterable[str]) -> None:
         self.tensors = set(tensors)
 

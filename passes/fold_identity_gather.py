@@ -24,10 +24,10 @@ import logging
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from spa.passes.base import Pass, PassResult
 
 from spa.model.runtime import input_specs, random_inputs, run
 from spa.model.shapes import ShapeProbe
+from spa.passes.base import Pass, PassResult
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,12 @@ def _remove_dead(graph: onnx.GraphProto, names: list[str]) -> None:
 
 
 class FoldIdentityGatherPass(Pass):
+    """Replace ``Gather(Reshape(x, [-1]), idx)`` along axis 0 by ``Identity(x)`` when two probe
+    runs show ``idx`` copies ``x`` in its own order, and drop the dead index arithmetic. Leaves in
+    place any gather that reorders, repeats or skips elements, other targets or axes, and every
+    candidate of a model onnxruntime cannot run.
+    """
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         candidates = _candidates(g)

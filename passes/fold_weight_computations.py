@@ -31,10 +31,10 @@ import logging
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from spa.passes.base import Pass, PassResult
 
 from spa.model.graph import constant_walk
 from spa.model.runtime import make_session
+from spa.passes.base import Pass, PassResult
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,13 @@ def _remove_unread(graph: onnx.GraphProto, names: list[str]) -> None:
 
 
 class FoldWeightComputationsPass(Pass):
+    """Store weights the model computes from other weights (weight standardisation or
+    normalisation, a ScatterND into a bias) as initializers of the same name, with the values
+    onnxruntime computes. Leaves in place tensors that depend on a graph input, pure layout of a
+    weight, constants of another size than their weights, integer tensors, quantization and
+    random ops, and every candidate of a model onnxruntime cannot evaluate.
+    """
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = _Graph(model.graph)
         names = g.candidates()

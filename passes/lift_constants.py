@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+
 from spa.passes.base import Pass, PassResult
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -39,6 +40,12 @@ def liftable(node: onnx.NodeProto) -> onnx.TensorProto | None:
 
 
 class LiftConstantsPass(Pass):
+    """Turn main-graph ``Constant`` nodes holding a float tensor of more than one element into
+    initializers of the same name. Leaves in place scalars, integer/boolean/string tensors, the
+    ``sparse_value`` and ``value_float(s)``/``value_int(s)`` forms, graph outputs, subgraph
+    constants, and every constant of a model of IR version below 4.
+    """
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         if model.ir_version < 4:

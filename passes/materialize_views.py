@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import onnx
 from onnx import numpy_helper
+
 from spa.passes.base import Pass, PassError, PassResult
 from spa.passes.slice_initializers import stored_tensors
 
@@ -38,6 +39,11 @@ def views_to_materialize(views: dict[str, str], sliced: Iterable[str]) -> set[st
 
 
 class MaterializeViewsPass(Pass):
+    """Turn the named ``Identity(stored tensor)`` outputs into initializers holding a copy of the
+    value, so each view is sliced on its own; the source tensor stays for its other readers.
+    Refuses (PassError) a name that is neither stored nor such an Identity output.
+    """
+
     def __init__(self, names: Iterable[str]) -> None:
         self.names = set(names)
         self.done: set[str] = set()

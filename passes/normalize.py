@@ -28,13 +28,13 @@ from typing import Protocol
 
 import numpy as np
 import onnx
+
+from spa.model.graph import Space
 from spa.passes.cleanup import CleanupPass, dead_nodes
 from spa.passes.fold_identity_gather import FoldIdentityGatherPass
 from spa.passes.fold_weight_computations import FoldWeightComputationsPass
 from spa.passes.lift_constants import LiftConstantsPass
 from spa.passes.untie_parameters import UntieParametersPass, parameter_uses, parse_use_name, use_name
-
-from spa.model.graph import Space
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def retie_uses(model: onnx.ModelProto, groups: Sequence[_Grouped]) -> bool:
         for names in sets.values():
             if len(names) == 1 and len(sets) > 1:
                 continue  # a use in a place of its own keeps its view
-            uses = sorted(k for n in names for k in parse_use_name(n)[1])  # type: ignore[index]
+            uses = sorted(k for n in names for k in _use_indices(n))
             target = source if len(sets) == 1 else use_name(source, uses)
             for node, k in _readers(model, set(names)):
                 node.input[k] = target
@@ -131,13 +131,12 @@ def untie_for_plan(model: onnx.ModelProto, names: Iterable[str]) -> None:
     ``Identity`` of ``W`` that its uses read. Names that are already tensors are left alone."""
 
     taken = {t.name for t in model.graph.initializer} | {o for n in model.graph.node for o in n.output}
-    wanted = [(n, parse_use_name(n)) for n in dict.fromkeys(names) if n not in taken]
-    wanted = [(n, p) for n, p in wanted if p is not None]
+    wanted = [(n, p) for n in dict.fromkeys(names) if n not in taken and (p := parse_use_name(n)) is not None]
     if not wanted:
         return
     LiftConstantsPass()(model)  # the working copy was lifted before its uses were counted
     uses = parameter_uses(model)
-    for name, (source, ks) in wanted:  # type: ignore[misc]
+    for name, (source, ks) in wanted:
         found = uses.get(source, [])
         if any(k >= len(found) for k in ks):
             continue  # not a use of this model: the plan check reports the unknown tensor
@@ -145,3 +144,10 @@ def untie_for_plan(model: onnx.ModelProto, names: Iterable[str]) -> None:
             node, i = found[k]
             node.input[i] = name
         model.graph.node.insert(0, onnx.helper.make_node("Identity", [source], [name], name=f"{name}__view"))
+
+
+def _use_indices(name: str) -> list[int]:
+    """The use numbers in a view name made by :func:`use_name` (every view of :func:`_use_views` is one)."""
+    parsed = parse_use_name(name)
+    assert parsed is not None, f"'{name}' is not a use view's name"
+    return parsed[1]

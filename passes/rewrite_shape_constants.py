@@ -10,13 +10,19 @@ Refuses nothing itself: a node whose constants could not be rewritten blocked it
 from __future__ import annotations
 
 import onnx
-from spa.passes.base import Pass, PassResult
 
 from spa.analysis.rules import KeptMap, RewriteSink, rule_for
 from spa.model.graph import ModelContext
+from spa.passes.base import Pass, PassResult
 
 
 class RewriteShapeConstantsPass(Pass):
+    """Rewrite the integer constants that encode channel counts (Reshape targets, Split sizes,
+    Slice bounds, Resize sizes) as each node's coupling rule computes them, into new initializers
+    so a constant shared with other nodes is never changed under them. Refuses nothing: a node
+    whose constants could not be rewritten blocked its group earlier.
+    """
+
     def __init__(self, ctx: ModelContext, kept: KeptMap) -> None:
         self.ctx = ctx
         self.kept = kept

@@ -17,8 +17,8 @@ from collections import defaultdict
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from spa.passes.base import Pass, PassError, PassResult
 
+from spa.passes.base import Pass, PassError, PassResult
 from spa.planning.plan import SliceEntry
 
 
@@ -34,6 +34,11 @@ def stored_tensors(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 
 
 class SliceInitializersPass(Pass):
+    """Slice stored tensors (initializers and Constant outputs) along their pruned axes to the
+    kept indices. Leaves alone an axis that already has the kept size; refuses (PassError) a
+    tensor that is missing without having been sliced, or whose axis has neither size.
+    """
+
     def __init__(self, slices: list[SliceEntry]) -> None:
         self.by_tensor: dict[str, list[SliceEntry]] = defaultdict(list)
         for s in slices:

@@ -23,6 +23,7 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
+
 from spa.passes.base import Pass, PassResult
 from spa.passes.slice_initializers import stored_tensors
 
@@ -79,6 +80,12 @@ def parameter_uses(model: onnx.ModelProto) -> dict[str, list[Use]]:
 
 
 class UntieParametersPass(Pass):
+    """Give each parameter-position read of a shared float initializer its own ``Identity`` view,
+    so equal values do not couple unrelated layers. Leaves shared the weights read as a
+    MatMul/Conv/Gemm ``B`` or a Gather table (deliberate ties), integer and one-element tensors,
+    graph inputs and outputs, and reads inside subgraphs.
+    """
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         g = model.graph
         taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}

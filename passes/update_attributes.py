@@ -8,13 +8,18 @@ Refuses nothing itself: nodes without a rule are left alone (their groups were b
 from __future__ import annotations
 
 import onnx
-from spa.passes.base import Pass, PassResult
 
 from spa.analysis.rules import KeptMap, rule_for
 from spa.model.graph import ModelContext
+from spa.passes.base import Pass, PassResult
 
 
 class UpdateAttributesPass(Pass):
+    """Set the attributes that encode channel counts (Conv ``group``, Split ``split``, contrib
+    attention ``num_heads``...) to what each node's coupling rule computes from the surviving
+    channels. Leaves nodes without a rule alone (their groups were blocked); refuses nothing.
+    """
+
     def __init__(self, ctx: ModelContext, kept: KeptMap) -> None:
         self.ctx = ctx
         self.kept = kept

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import onnx
@@ -115,14 +116,16 @@ def check_valid(pruned: onnx.ModelProto, original: onnx.ModelProto | str | None,
             sessions.append(ShapeProbe(pruned, [], device) if large else make_session(data, device))
         return sessions[0]
 
+    def run_at(shapes: dict[str, list[int]] | None) -> dict[str, np.ndarray]:
+        return run(session(), random_inputs(pruned, seed=0, shapes=shapes))
+
     if sizes is None:
-        _check_runs(lambda: run(session(), random_inputs(pruned, seed=0)), pruned, "",  # type: ignore[arg-type]
+        _check_runs(lambda: run(session(), random_inputs(pruned, seed=0)), pruned, "",
                     None if run_original is None else lambda: run_original(None))
         return
     for shapes, expected in zip(sizes.sizes.checks, sizes.outputs):
         where = _where(sizes.sizes, shapes)
-        got = _check_runs(lambda s=shapes: run(session(), random_inputs(pruned, seed=0, shapes=s)),  # type: ignore[misc,arg-type]
-                          pruned, where, None if run_original is None else lambda s=shapes: run_original(s))
+        got = _check_runs(partial(run_at, shapes), pruned, where, None if run_original is None else partial(run_original, shapes))
         for name, shape in expected.items():
             if name in got and (len(got[name].shape) != len(shape) if sizes.value_dependent
                                 else tuple(got[name].shape) != shape):
@@ -226,7 +229,7 @@ def _original_run(original: onnx.ModelProto | str | None, pruned: onnx.ModelProt
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many unrelated types
             raise _LoadFailure(exc) from None
-        return run(session, feeds)  # type: ignore[arg-type]
+        return run(session, feeds)
 
     return run_original
 

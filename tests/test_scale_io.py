@@ -171,7 +171,7 @@ def test_sessions_of_models_past_the_protobuf_limit(tiny_decoder: Path, monkeypa
         write_external(m, path, data_name)
 
     monkeypatch.setattr(spa.model.runtime, "INLINE_LIMIT", 1 << 20)  # as if the model were over 2 GiB
-    monkeypatch.setattr(spa.model.io, "write_external", spy)
+    monkeypatch.setattr(spa.model.runtime, "write_external", spy)  # the name make_session calls
     got = run(make_session(model), feeds)
     assert len(written) == 1 and not written[0].parent.exists()  # the temporary folder is gone
     assert all(np.array_equal(got[k], want[k]) for k in want)

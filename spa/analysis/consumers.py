@@ -7,13 +7,14 @@ MatMul's input features. Each column belongs to one unit of the group.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from spa.analysis.groups import Group
-from spa.model.graph import ModelContext, attr
+from spa.model.graph import ModelContext, attr_int, attr_ints, known
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Consumer:
         if self.kind == "conv":
             return w.reshape(w.shape[0], -1)
         if self.kind == "gemm":
-            return w if int(attr(self.node, "transB", 0)) else w.T  # type: ignore[arg-type]
+            return w if attr_int(self.node, "transB", 0) else w.T
         if self.kind == "matmul_t":
             return w  # B = Transpose(W) with W (N, K)
         return w.T  # MatMul: B is (K, N)
@@ -48,7 +49,7 @@ class Consumer:
         if self.kind == "conv":
             out = mat.reshape(w.shape)
         elif self.kind == "gemm":
-            out = mat if int(attr(self.node, "transB", 0)) else mat.T  # type: ignore[arg-type]
+            out = mat if attr_int(self.node, "transB", 0) else mat.T
         elif self.kind == "matmul_t":
             out = mat
         else:
@@ -63,15 +64,17 @@ class Consumer:
         return np.broadcast_to(np.asarray(value, dtype=np.float64).reshape(-1), (m,)).copy()
 
     def matrix_rows(self, ctx: ModelContext) -> int:
+        """The weight's size along its output-unit axis (axis 0 of a Conv weight, of a
+        transposed Gemm or MatMul weight; axis 1 otherwise)."""
         shape = ctx.shape(self.weight)
         assert shape is not None
-        if self.kind == "conv":
-            return int(shape[0])  # type: ignore[arg-type]
         if self.kind == "gemm":
-            return int(shape[0] if int(attr(self.node, "transB", 0)) else shape[1])  # type: ignore[arg-type]
-        if self.kind == "matmul_t":
-            return int(shape[0])  # type: ignore[arg-type]
-        return int(shape[1])  # type: ignore[arg-type]
+            axis = 0 if attr_int(self.node, "transB", 0) else 1
+        else:
+            axis = 0 if self.kind in ("conv", "matmul_t") else 1
+        rows = shape[axis]
+        assert rows is not None, "a consumer's weight is stored: its shape is static"
+        return int(rows)
 
 
 def find_consumers(group: Group, ctx: ModelContext) -> list[Consumer]:
@@ -97,9 +100,9 @@ def find_consumers(group: Group, ctx: ModelContext) -> list[Consumer]:
 
 def _transposed_matmul(tr: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group: Group) -> Consumer | None:
     """``MatMul(x, Transpose(W))`` — how the TorchScript exporter writes a Linear on 3-D input."""
-    perm = attr(tr, "perm")
+    perm = attr_ints(tr, "perm")
     users = ctx.consumers.get(tr.output[0], [])
-    if a != 1 or ctx.rank(w) != 2 or (perm is not None and list(perm) != [1, 0]) or len(users) != 1:  # type: ignore[arg-type]
+    if a != 1 or ctx.rank(w) != 2 or (perm is not None and perm != [1, 0]) or len(users) != 1:
         return None
     mm = users[0]
     if mm.op_type != "MatMul" or mm.input[1] != tr.output[0]:
@@ -128,16 +131,16 @@ def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group:
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     if bias is not None and ctx.constant_value(bias) is None:
         return None
-    shape = ctx.shape(w)
+    shape = known(ctx.shape(w))  # w is an initializer: always known
     if shape is None:
         return None
     units = group.unit_of[(w, a)]
     c: Consumer | None = None
-    if node.op_type == "Conv" and a == 1 and int(attr(node, "group", 1)) == 1:  # type: ignore[arg-type]
-        taps = int(np.prod(shape[2:], dtype=np.int64))  # type: ignore[arg-type]
+    if node.op_type == "Conv" and a == 1 and attr_int(node, "group", 1) == 1:
+        taps = math.prod(shape[2:])
         c = Consumer(node, "conv", w, bias, node.input[0], np.repeat(units, taps), len(units) * taps)
-    elif node.op_type == "Gemm" and not int(attr(node, "transA", 0)):  # type: ignore[arg-type]
-        k_axis = 1 if int(attr(node, "transB", 0)) else 0  # type: ignore[arg-type]
+    elif node.op_type == "Gemm" and not attr_int(node, "transA", 0):
+        k_axis = 1 if attr_int(node, "transB", 0) else 0
         if a == k_axis:
             c = Consumer(node, "gemm", w, bias, node.input[0], units, len(units))
     elif node.op_type == "MatMul" and a == 0 and len(shape) == 2:
@@ -145,7 +148,8 @@ def _as_consumer(node: onnx.NodeProto, ctx: ModelContext, w: str, a: int, group:
         _attach_add_bias(c, ctx)
         return c
     if c is not None and bias is not None:
-        if np.size(ctx.constant_value(bias)) not in (1, c.matrix_rows(ctx)):
+        value = ctx.constant_value(bias)
+        if (1 if value is None else value.size) not in (1, c.matrix_rows(ctx)):
             return None  # a bias that does not fit the layer (a malformed model): onnxruntime refuses it too
         c.own_bias = bias in ctx.initializers and len(ctx.consumers.get(bias, ())) == 1
     return c

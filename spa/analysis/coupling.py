@@ -12,6 +12,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import networkx as nx
 import numpy as np
@@ -21,6 +22,8 @@ from spa.analysis.rules import Block, Coupling, Rule, rule_for
 from spa.model.graph import ModelContext, Space, node_label
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+D = TypeVar("D")
 
 Progress = Callable[[str, int, int], None]
 
@@ -137,7 +140,7 @@ def _spread_folds(ctx: ModelContext, cpl: Coupling) -> None:
                     ctx.fold_dims[q] = ctx.fold_dims[p]
 
 
-def _safe(fn: Callable[[], object], default: object) -> object:
+def _safe(fn: Callable[[], T], default: D) -> T | D:
     """Run a rule; an exception in one rule blocks its group instead of aborting the run."""
     try:
         return fn()

@@ -7,9 +7,11 @@ the criteria and the rewrite passes, so none of them walks the protobuf on its o
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 import onnx
@@ -39,8 +41,17 @@ FLOAT_TYPES = {
 }
 
 
+def known(shape: Sequence[int | None] | None) -> tuple[int, ...] | None:
+    """``shape`` when every size in it is known, else None (a static shape, typed as one)."""
+    if shape is None:
+        return None
+    sizes = tuple(d for d in shape if d is not None)
+    return sizes if len(sizes) == len(shape) else None
+
+
 def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """The value of attribute ``name`` of ``node``, or ``default``."""
+    """The value of attribute ``name`` of ``node``, or ``default`` (untyped: whatever the
+    attribute holds, bytes for a string; prefer :func:`attr_int` and its siblings)."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -51,8 +62,13 @@ def _attribute(node: onnx.NodeProto, name: str) -> onnx.AttributeProto | None:
     return next((a for a in node.attribute if a.name == name), None)
 
 
-def attr_int(node: onnx.NodeProto, name: str, default: int) -> int:
-    """Integer attribute ``name`` of ``node``, or ``default`` when absent."""
+@overload
+def attr_int(node: onnx.NodeProto, name: str, default: int) -> int: ...
+@overload
+def attr_int(node: onnx.NodeProto, name: str, default: None) -> int | None: ...
+def attr_int(node: onnx.NodeProto, name: str, default: int | None) -> int | None:
+    """Integer attribute ``name`` of ``node``, or ``default`` when absent (None for an
+    optional attribute such as ``Shape``'s ``end``, whose absence means "to the end")."""
     a = _attribute(node, name)
     return default if a is None else int(a.i)
 
@@ -75,10 +91,26 @@ def attr_floats(node: onnx.NodeProto, name: str) -> list[float] | None:
     return None if a is None else [float(v) for v in a.floats]
 
 
+@overload
+def attr_str(node: onnx.NodeProto, name: str, default: str) -> str: ...
+@overload
+def attr_str(node: onnx.NodeProto, name: str, default: None = None) -> str | None: ...
 def attr_str(node: onnx.NodeProto, name: str, default: str | None = None) -> str | None:
     """String attribute ``name`` of ``node`` (decoded), or ``default`` when absent."""
     a = _attribute(node, name)
     return default if a is None else a.s.decode("utf-8", "replace")
+
+
+def attr_strs(node: onnx.NodeProto, name: str) -> list[str] | None:
+    """String-list attribute ``name`` of ``node`` (each decoded), or None when absent."""
+    a = _attribute(node, name)
+    return None if a is None else [v.decode("utf-8", "replace") for v in a.strings]
+
+
+def attr_tensor(node: onnx.NodeProto, name: str) -> onnx.TensorProto | None:
+    """Tensor attribute ``name`` of ``node``, or None when absent."""
+    a = _attribute(node, name)
+    return None if a is None else a.t
 
 
 def node_label(node: onnx.NodeProto) -> str:
@@ -252,7 +284,7 @@ class ModelContext:
             if node.op_type == "CastLike":
                 inputs = inputs[:1]  # the second input only gives the type
             stack.extend(inputs)
-        if sum(int(np.prod(self.shapes.get(t) or (1,))) for t in stored) > 65536:
+        if sum(math.prod(1 if d is None else d for d in self.shapes.get(t) or (1,)) for t in stored) > 65536:
             return None
         from onnx.reference import ReferenceEvaluator
 
@@ -282,7 +314,7 @@ class ModelContext:
 
     def _static_shape_pick(self, node: onnx.NodeProto) -> np.ndarray | None:
         """``Gather(Shape(x), i)`` of a static size of ``x`` (a dynamic batch elsewhere is fine)."""
-        if node.op_type != "Gather" or int(attr(node, "axis", 0)) != 0:  # type: ignore[arg-type]
+        if node.op_type != "Gather" or attr_int(node, "axis", 0) != 0:
             return None
         shape_node = self.producer.get(node.input[0])
         if shape_node is None or shape_node.op_type != "Shape" or node.input[1] not in self.initializers \
@@ -291,9 +323,8 @@ class ModelContext:
         shape = self.shapes.get(shape_node.input[0])
         if shape is None:
             return None
-        start = int(attr(shape_node, "start", 0))  # type: ignore[arg-type]
-        end = attr(shape_node, "end")
-        dims = shape[slice(start, None if end is None else int(end))]  # type: ignore[arg-type]
+        start = attr_int(shape_node, "start", 0)
+        dims = shape[slice(start, attr_int(shape_node, "end", None))]
         idx = self.array(node.input[1])
         picked = [dims[int(i)] for i in idx.reshape(-1)] if all(-len(dims) <= int(i) < len(dims) for i in idx.reshape(-1)) else [None]
         if None in picked:
@@ -305,9 +336,8 @@ class ModelContext:
         shape = self.shapes.get(node.input[0])
         if shape is None:
             return None
-        start = int(attr(node, "start", 0))  # type: ignore[arg-type]
-        end = attr(node, "end")
-        part = shape[slice(start, None if end is None else int(end))]  # type: ignore[arg-type]
+        start = attr_int(node, "start", 0)
+        part = shape[slice(start, attr_int(node, "end", None))]
         return None if None in part else np.array(part, dtype=np.int64)
 
     def _foldable(self, node: onnx.NodeProto) -> onnx.NodeProto:

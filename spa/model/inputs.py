@@ -45,10 +45,11 @@ import onnx
 from onnx import numpy_helper
 
 from spa.errors import InputSynthesisError, SpaError
+from spa.model.graph import attr_int, known
 
 log = logging.getLogger(__name__)
 
-NP_TYPES = {
+NP_TYPES: dict[int, type[np.generic]] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.DOUBLE: np.float64,
     onnx.TensorProto.FLOAT16: np.float16,
@@ -192,17 +193,11 @@ class _Graph:
         if not shape:
             return None
         if node.op_type == "GatherND":
-            sizes = shape[_int_attr(node, "batch_dims", 0):]
-            return min(sizes) if sizes and None not in sizes else None  # type: ignore[type-var]
-        axis = 0 if node.op_type == "EmbedLayerNormalization" else _int_attr(node, "axis", 0)
+            sizes = shape[attr_int(node, "batch_dims", 0):]
+            static = known(sizes)
+            return min(static) if static else None
+        axis = 0 if node.op_type == "EmbedLayerNormalization" else attr_int(node, "axis", 0)
         return shape[axis] if -len(shape) <= axis < len(shape) else None
-
-
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
 
 
 def index_bounds(graph: _Graph, name: str) -> tuple[int, int] | None:
@@ -382,7 +377,7 @@ def _fit_masks(domains: InputDomains, bound: dict[str, int], shapes: dict[str, t
     for d in domains.inputs:
         last = d.dims[-1] if d.dims else 0
         if d.kind == "mask" and len(d.dims) == 2 and not (isinstance(last, int) and last > 0) \
-                and (last is None or _SYMBOL.match(last)) and last != tokens.dims[-1]:
+                and (last is None or isinstance(last, str) and _SYMBOL.match(last) is not None) and last != tokens.dims[-1]:
             shapes[d.name] = shapes[d.name][:-1] + (total,)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import numpy_helper
 
 from spa.errors import ModelLoadError, OutputError, UnsupportedModelError
@@ -163,7 +164,7 @@ def _check_dims(dims: list[int], what: str, where: str) -> None:
 
 
 #: Typed data fields of a TensorProto by element type, with how many values each element takes.
-_TYPED_FIELDS = {
+_TYPED_FIELDS: dict[int, tuple[str, int]] = {
     onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.DOUBLE: ("double_data", 1),
     onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.INT32: ("int32_data", 1),
     onnx.TensorProto.INT16: ("int32_data", 1), onnx.TensorProto.INT8: ("int32_data", 1),
@@ -362,8 +363,9 @@ def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _copy_field(dst: object, fd: object, value: object) -> None:
-    name = fd.name  # type: ignore[attr-defined]
+def _copy_field(dst: Message, fd: FieldDescriptor, value: object) -> None:
+    """Copy field ``fd`` (holding ``value``) into ``dst``: a message, a repeated field or a scalar."""
+    name = fd.name
     if hasattr(value, "CopyFrom"):  # a message
         getattr(dst, name).CopyFrom(value)
     elif hasattr(value, "extend") and not isinstance(value, (str, bytes)):  # a repeated field
@@ -386,7 +388,7 @@ def _itemsize(t: onnx.TensorProto) -> int:
         return 1
 
 
-def _little_endian(t: onnx.TensorProto) -> object:
+def _little_endian(t: onnx.TensorProto) -> np.dtype:
     return onnx.helper.tensor_dtype_to_np_dtype(t.data_type).newbyteorder("<")
 
 
@@ -465,7 +467,7 @@ def serialized_size(model: onnx.ModelProto) -> int:
     return weightless(model).ByteSize() + payload
 
 
-_RAW_ITEMSIZE = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
+_RAW_ITEMSIZE: dict[int, int] = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.FLOAT16: 2,
                  onnx.TensorProto.BFLOAT16: 2, onnx.TensorProto.INT64: 8, onnx.TensorProto.INT32: 4,
                  onnx.TensorProto.INT16: 2, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                  onnx.TensorProto.BOOL: 1}

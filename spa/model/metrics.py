@@ -13,13 +13,14 @@ and ``FusedMatMul``. Element-wise ops, softmax, pooling and normalisations are n
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from spa.model.einsum import parse
-from spa.model.graph import FLOAT_TYPES, ModelContext, attr
+from spa.model.graph import FLOAT_TYPES, ModelContext, attr_int, attr_ints, attr_str, known
 from spa.model.io import serialized_size
 from spa.model.quant import float_view, is_quantization_parameter, is_quantized_weight, qop_of
 from spa.model.runtime import random_inputs, run
@@ -55,19 +56,20 @@ def node_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         w = ctx.shape(node.input[1]) if len(node.input) > 1 else None
         if w is None or len(w) < 3 or any(d is None for d in w):  # (M, C/g, k...); anything else is no Conv weight
             return 0
-        kernel = int(np.prod(w[2:], dtype=np.int64))
+        dims = [_size(d) for d in w]  # all known (checked above)
+        kernel = math.prod(dims[2:])
         if op == "Conv":
             out = _elements(ctx, node.output[0])
-            return 0 if out is None else out * int(w[1]) * kernel  # type: ignore[arg-type]
+            return 0 if out is None else out * dims[1] * kernel
         # ConvTranspose weight (C, M/group, k...): every input element feeds M/group outputs.
         inp = _prod(ctx.shape(node.input[0]))
-        return 0 if inp is None else inp * int(w[1]) * kernel  # type: ignore[arg-type]
+        return 0 if inp is None else inp * dims[1] * kernel
     if op in ("Gemm", "MatMul"):
         out = _elements(ctx, node.output[0])
         a = ctx.shape(node.input[0])
         if out is None or a is None or not a:
             return 0
-        if op == "Gemm" and int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+        if op == "Gemm" and attr_int(node, "transA", 0):
             k = a[0]
         else:
             k = a[-1]
@@ -88,14 +90,14 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     """An Einsum of two or more operands multiplies once per combination of its labels' indices
     (a contraction ``bhid,bhjd->bhij`` costs ``b·h·i·j·d``); 0 when a rank is unknown."""
 
-    eq = attr(node, "equation")
     shapes = [ctx.shape(i) for i in node.input]
-    terms = parse(eq.decode() if isinstance(eq, bytes) else str(eq), [None if s is None else len(s) for s in shapes])
-    if terms is None or any(s is None for s in shapes):
+    terms = parse(attr_str(node, "equation", ""), [None if s is None else len(s) for s in shapes])
+    known_shapes = [s for s in shapes if s is not None]
+    if terms is None or len(known_shapes) != len(shapes):
         return 0
     sizes: dict[str, int] = {}
-    for labels, shape in zip(terms[0], shapes):
-        for label, d in zip(labels, shape):  # type: ignore[arg-type]
+    for labels, shape in zip(terms[0], known_shapes):
+        for label, d in zip(labels, shape):
             sizes[label] = max(sizes.get(label, 1), _size(d))
     batch = ctx.batch_multiples.get(node.output[0], 1)  # the output's axis 0 holds that label
     return int(np.prod(list(sizes.values()), dtype=np.int64)) * batch
@@ -104,11 +106,11 @@ def _einsum_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
 def _recurrent_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     """LSTM/GRU/RNN: each step of each direction multiplies the input by ``W`` and the state by
     ``R``: ``steps · batch · dirs · gates·H · (features + H)`` (0 when the weights' shapes are unknown)."""
-    w, r, x = ctx.shape(node.input[1]), ctx.shape(node.input[2]), ctx.shape(node.input[0])
-    if w is None or r is None or x is None or len(x) != 3 or any(d is None for d in (*w, *r)):
+    w, r, x = known(ctx.shape(node.input[1])), known(ctx.shape(node.input[2])), ctx.shape(node.input[0])
+    if w is None or r is None or x is None or len(x) != 3:
         return 0
     steps_batch = _size(x[0]) * _size(x[1]) * ctx.batch_multiples.get(node.input[0], 1)
-    return steps_batch * int(w[0]) * int(w[1]) * (int(w[2]) + int(r[2]))  # type: ignore[arg-type]
+    return steps_batch * w[0] * w[1] * (w[2] + r[2])
 
 
 def _size(d: int | None) -> int:
@@ -122,7 +124,7 @@ def _contrib_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
         out, a = _prod(ctx.shape(node.output[0])), ctx.shape(node.input[0])
         if out is None or not a or len(a) < 2:
             return 0
-        return out * _size(a[-2] if int(attr(node, "transA", 0)) else a[-1])  # type: ignore[arg-type]
+        return out * _size(a[-2] if attr_int(node, "transA", 0) else a[-1])
     if op == "Attention":
         return _attention_macs(node, ctx)
     if op == "MultiHeadAttention":
@@ -141,8 +143,8 @@ def _attention_macs(node: onnx.NodeProto, ctx: ModelContext) -> int:
     x, w = ctx.shape(node.input[0]), ctx.shape(node.input[1])
     if x is None or w is None or len(x) != 3 or len(w) != 2 or w[1] is None:
         return 0
-    sizes = attr(node, "qkv_hidden_sizes")
-    q, _, v = (int(d) for d in sizes) if sizes else (int(w[1]) // 3,) * 3  # type: ignore[union-attr]
+    sizes = attr_ints(node, "qkv_hidden_sizes")
+    q, _, v = sizes if sizes else [int(w[1]) // 3] * 3
     b, s, hin = (_size(d) for d in x)
     past = ctx.shape(_input(node, 4) or "")
     keys = s + (_size(past[3]) if past is not None and len(past) == 5 else 0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from spa.model.graph import ModelContext, attr
+from spa.model.graph import ModelContext, attr_int
 
 
 def quant_axis(node: onnx.NodeProto, ctx: ModelContext) -> int | None:
@@ -20,9 +20,9 @@ def quant_axis(node: onnx.NodeProto, ctx: ModelContext) -> int | None:
     rank_s, rank_x = ctx.rank(scale), ctx.rank(node.input[0])
     if rank_s is None or rank_s == 0 or rank_x is None:
         return None
-    if rank_s == 1 and ctx.dim(scale, 0) == 1 and ctx.dim(node.input[0], int(attr(node, "axis", 1)) % rank_x) != 1:  # type: ignore[arg-type]
+    if rank_s == 1 and ctx.dim(scale, 0) == 1 and ctx.dim(node.input[0], attr_int(node, "axis", 1) % rank_x) != 1:
         return None  # a one-element scale: per-tensor
-    return int(attr(node, "axis", 1)) % rank_x  # type: ignore[arg-type]
+    return attr_int(node, "axis", 1) % rank_x
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def float_view(node: onnx.NodeProto, q: QOp) -> onnx.NodeProto:
 def weight_axis(node: onnx.NodeProto, q: QOp) -> int:
     """The axis of the weight codes that per-channel parameters follow (output channels)."""
     if q.float_op == "Gemm":
-        return 0 if int(attr(node, "transB", 0)) else 1  # type: ignore[arg-type]
+        return 0 if attr_int(node, "transB", 0) else 1
     return 1 if q.float_op == "MatMul" else 0
 
 
@@ -82,7 +82,7 @@ def _weight_reader(ctx: ModelContext, codes: str) -> tuple[onnx.NodeProto, int, 
         return None
     node = readers[0]
     if node.op_type == "DequantizeLinear" and node.input[0] == codes:
-        if int(attr(node, "block_size", 0)) > 0:  # type: ignore[arg-type]
+        if attr_int(node, "block_size", 0) > 0:
             return None
         return node, 1, 2, quant_axis(node, ctx)
     q = qop_of(node)

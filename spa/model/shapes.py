@@ -123,10 +123,10 @@ def _reshape_ends(ctx: ModelContext) -> list[str]:
         if node.op_type != "Reshape":
             continue
         ends = (node.input[0], node.output[0])
-        shapes = [ctx.shapes.get(t) for t in ends]
-        if all(s is not None and None not in s[1:] for s in shapes) and segments(*shapes) is not None:
+        si, so = ctx.shapes.get(ends[0]), ctx.shapes.get(ends[1])
+        if si is not None and so is not None and None not in si[1:] + so[1:] and segments(si, so) is not None:
             continue
-        out += [t for t, s in zip(ends, shapes) if (s is None or None in s) and not ctx.is_constant(t)]
+        out += [t for t, s in zip(ends, (si, so)) if (s is None or None in s) and not ctx.is_constant(t)]
     return out
 
 
@@ -200,26 +200,28 @@ def segments(si: Shape, so: Shape) -> list[tuple[list[int], list[int]]] | None:
     segs: list[tuple[list[int], list[int]]] = []
     i = j = 0
     while i < len(si) and j < len(so):
-        if si[i] is None or so[j] is None:
-            if si[i] is None and so[j] is None:
+        pi, pj = si[i], so[j]
+        if pi is None or pj is None:
+            if pi is None and pj is None:
                 segs.append(([i], [j]))
                 i, j = i + 1, j + 1
                 continue
             return None
         ii, jj = [i], [j]
-        pi, pj = int(si[i]), int(so[j])  # type: ignore[arg-type]
         i, j = i + 1, j + 1
         while pi != pj:
             if pi < pj:
-                if i >= len(si) or si[i] is None:
+                d = si[i] if i < len(si) else None
+                if d is None:
                     return None
-                pi *= int(si[i])  # type: ignore[arg-type]
+                pi *= d
                 ii.append(i)
                 i += 1
             else:
-                if j >= len(so) or so[j] is None:
+                d = so[j] if j < len(so) else None
+                if d is None:
                     return None
-                pj *= int(so[j])  # type: ignore[arg-type]
+                pj *= d
                 jj.append(j)
                 j += 1
         segs.append((ii, jj))

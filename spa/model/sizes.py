@@ -280,8 +280,8 @@ def derive(model: onnx.ModelProto, stated: Mapping[str, Sequence[int]] | None = 
     second: Shapes = {}
     size_of = {w: (a.typical, a.second) for a in axes for w in a.where}
     for name, dims, _ in specs:
-        typical[name] = [size_of[(name, k)][0] if (name, k) in size_of else int(d) for k, d in enumerate(dims)]  # type: ignore[arg-type]
-        second[name] = [size_of[(name, k)][1] if (name, k) in size_of else int(d) for k, d in enumerate(dims)]  # type: ignore[arg-type]
+        typical[name] = [size_of[(name, k)][0] if (name, k) in size_of else _static(d) for k, d in enumerate(dims)]
+        second[name] = [size_of[(name, k)][1] if (name, k) in size_of else _static(d) for k, d in enumerate(dims)]
     return InputSizes(typical, second, axes)
 
 
@@ -291,6 +291,13 @@ _ANONYMOUS = ("", "?", "-1", "None", "unk")
 
 def _dynamic(d: int | str | None) -> bool:
     return not (isinstance(d, int) and d > 0)
+
+
+def _static(d: int | str | None) -> int:
+    """A size that is not :func:`_dynamic` (every dynamic one is an axis of its own)."""
+    if not isinstance(d, int):
+        raise TypeError(f"axis size {d!r} is not static")
+    return d
 
 
 def _check_stated(specs: list[tuple[str, list[int | str | None], int]], stated: Mapping[str, Sequence[int]]) -> None:
@@ -303,7 +310,7 @@ def _check_stated(specs: list[tuple[str, list[int | str | None], int]], stated: 
         if len(sizes) != len(dims):
             raise InvalidArgumentError(f"--shape {name} has {len(sizes)} sizes; the input has rank {len(dims)}")
         for k, (d, s) in enumerate(zip(dims, sizes)):
-            if not _dynamic(d) and int(d) != s:  # type: ignore[arg-type]
+            if isinstance(d, int) and not _dynamic(d) and d != s:
                 raise InvalidArgumentError(f"--shape {name}: axis {k} is static ({d}) in the model, not {s}")
 
 

@@ -196,8 +196,8 @@ def units_from_plan(plan: Plan, groups: list[Group], ctx: ModelContext) -> dict[
         units = np.setdiff1d(np.arange(g.n_units), sorted(drop))
         for space in g.params(ctx):
             expect = g.kept_indices(space, units)
-            entry = entries.get(space)
-            if (entry.keep if entry else list(range(ctx.dim(*space) or 0))) != expect.tolist():
+            given = entries.get(space)
+            if (given.keep if given else list(range(ctx.dim(*space) or 0))) != expect.tolist():
                 raise PlanError(f"plan slices '{space[0]}' axis {space[1]} differently from the channels coupled to it")
         result[gid] = units
     for g in groups:

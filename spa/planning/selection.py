@@ -52,9 +52,9 @@ def check_round_to(round_to: int | str) -> int | str:
 
 
 def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
-    if round_to == "auto":
+    if isinstance(round_to, str):  # "auto" (the only string that validation lets through)
         round_to = AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1
-    if round_to > 1:  # type: ignore[operator]
+    if round_to > 1:
         n_keep = min(n, math.ceil(n_keep / round_to) * round_to)
     return max(1, min(n, n_keep))
 

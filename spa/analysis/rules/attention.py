@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from spa.analysis.rules.base import Coupling, dim_or_block, position
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.analysis.rules.base import Coupling, dim_or_block, position, ranks_or_block
+from spa.model.graph import ModelContext, Space, attr_int, attr_ints, node_label
 
 HEAD_MODES = ("whole", "dims", "none")
 _PASS_THROUGH = ("Identity", "Cast")
@@ -44,7 +44,9 @@ def _next_axis(ctx: ModelContext, node: onnx.NodeProto, tensor: str, axis: int) 
         rank = ctx.rank(tensor)
         if rank is None:
             return None
-        perm = [int(p) for p in attr(node, "perm", list(range(rank))[::-1])]  # type: ignore[union-attr]
+        perm = attr_ints(node, "perm")
+        if perm is None:
+            perm = list(range(rank))[::-1]
         return (y, perm.index(axis))
     if op in ("Squeeze", "Unsqueeze"):
         rx, ry = ctx.rank(tensor), ctx.rank(y)
@@ -61,9 +63,9 @@ def _next_axis(ctx: ModelContext, node: onnx.NodeProto, tensor: str, axis: int) 
 
 
 def _const_axes(node: onnx.NodeProto, ctx: ModelContext) -> list[int] | None:
-    axes = attr(node, "axes")
+    axes = attr_ints(node, "axes")
     if axes is not None:
-        return [int(a) for a in axes]  # type: ignore[union-attr]
+        return axes
     if len(node.input) > 1 and node.input[1]:
         v = ctx.constant_value(node.input[1])
         return None if v is None else [int(a) for a in v.reshape(-1)]
@@ -78,9 +80,9 @@ def _selects(ctx: ModelContext, node: onnx.NodeProto, tensor: str, axis: int) ->
     if rank is None:
         return False
     if node.op_type == "Gather":
-        return int(attr(node, "axis", 0)) % rank == axis and ctx.constant_value(node.input[1]) is not None  # type: ignore[arg-type]
+        return attr_int(node, "axis", 0) % rank == axis and ctx.constant_value(node.input[1]) is not None
     if node.op_type == "Split":
-        return int(attr(node, "axis", 0)) % rank == axis  # type: ignore[arg-type]
+        return attr_int(node, "axis", 0) % rank == axis
     if node.op_type == "Slice" and len(node.input) > 3 and node.input[3]:
         axes = ctx.constant_value(node.input[3])
         return axes is not None and axis in [int(a) % rank for a in axes.reshape(-1)]
@@ -121,7 +123,7 @@ def is_softmaxed(ctx: ModelContext, tensor: str, axis: int) -> bool:
                 return False
             rank = ctx.rank(t)
             if node.op_type in ("Softmax", "LogSoftmax") and rank is not None:
-                if int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)) % rank == a:  # type: ignore[arg-type]
+                if attr_int(node, "axis", -1 if ctx.opset >= 13 else 1) % rank == a:
                     return True
                 continue
             nxt = _next_axis(ctx, node, t, a)
@@ -155,29 +157,30 @@ def couple_batched_matmul(ctx: ModelContext, node: onnx.NodeProto, space: Space)
     """``A @ B`` with both operands computed at run time (see module docstring)."""
     c = Coupling()
     a, b, y = node.input[0], node.input[1], node.output[0]
-    ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
-    if ra is None or rb is None or ry is None:
-        return c.block(space, f"rank unknown at {node_label(node)}")
+    ranks = ranks_or_block(ctx, c, space, node, [a, b, y])
+    if ranks is None:
+        return c
+    ra, rb, ry = ranks
     if ra < 2 or rb < 2:
         return c.block(space, f"{node_label(node)} multiplies a vector; its axes are not followed")
     side, idx = position(node, space[0])
-    # Map the asked axis to a "role": ("batch", output axis), ("k",), ("rows",) or ("cols",).
+    # Map the asked axis to a role: "batch" (with its output axis), "k", "rows" or "cols".
     ax = space[1]
     if side == "out":
-        role = ("rows",) if ax == ry - 2 else ("cols",) if ax == ry - 1 else ("batch", ax)
+        role, out_axis = "rows" if ax == ry - 2 else "cols" if ax == ry - 1 else "batch", ax
     elif idx == 0:
-        role = ("k",) if ax == ra - 1 else ("rows",) if ax == ra - 2 else ("batch", ax + ry - ra)
+        role, out_axis = "k" if ax == ra - 1 else "rows" if ax == ra - 2 else "batch", ax + ry - ra
     else:
-        role = ("k",) if ax == rb - 2 else ("cols",) if ax == rb - 1 else ("batch", ax + ry - rb)
-    if role[0] == "batch":
-        members = [(y, role[1])]
+        role, out_axis = "k" if ax == rb - 2 else "cols" if ax == rb - 1 else "batch", ax + ry - rb
+    if role == "batch":
+        members = [(y, out_axis)]
         for t, rt in ((a, ra), (b, rb)):
-            at = role[1] - (ry - rt)
+            at = out_axis - (ry - rt)
             if 0 <= at < rt - 2:
                 members.append((t, at))
     else:
         members = {"k": [(a, ra - 1), (b, rb - 2)], "rows": [(a, ra - 2), (y, ry - 2)],
-                   "cols": [(b, rb - 1), (y, ry - 1)]}[role[0]]
+                   "cols": [(b, rb - 1), (y, ry - 1)]}[role]
     n = dim_or_block(ctx, c, space, node, space)
     if n is None:
         return c

@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_ints, node_label
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,24 @@ def dim_or_block(ctx: ModelContext, c: Coupling, space: Space, node: onnx.NodePr
     return n
 
 
+def ranks_or_block(ctx: ModelContext, c: Coupling, space: Space, node: onnx.NodeProto,
+                   tensors: list[str]) -> list[int] | None:
+    """The ranks of ``tensors``; when one is unknown, block ``space`` (the rule cannot place any
+    axis without them) and return None."""
+    ranks = [ctx.rank(t) for t in tensors]
+    known = [r for r in ranks if r is not None]
+    if len(known) != len(ranks):
+        c.block(space, f"rank unknown at {node_label(node)}")
+        return None
+    return known
+
+
+def rank_or_block(ctx: ModelContext, c: Coupling, space: Space, node: onnx.NodeProto, tensor: str) -> int | None:
+    """The rank of ``tensor``; when unknown, block ``space`` and return None (see :func:`ranks_or_block`)."""
+    ranks = ranks_or_block(ctx, c, space, node, [tensor])
+    return None if ranks is None else ranks[0]
+
+
 def tie(ctx: ModelContext, node: onnx.NodeProto, space: Space, sets: list[list[Space]]) -> Coupling:
     """Couple ``space`` index for index with every other member of the set that contains it.
 
@@ -236,9 +254,9 @@ def int_input(node: onnx.NodeProto, ctx: ModelContext, i: int) -> list[int] | No
 
 def axes_input(node: onnx.NodeProto, ctx: ModelContext, input_index: int) -> list[int] | None:
     """``axes`` from the attribute (old opsets) or from input ``input_index`` (new opsets)."""
-    a = attr(node, "axes")
+    a = attr_ints(node, "axes")
     if a is not None:
-        return [int(x) for x in a]  # type: ignore[union-attr]
+        return a
     return int_input(node, ctx, input_index)
 
 

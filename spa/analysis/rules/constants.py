@@ -13,7 +13,7 @@ import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, RewriteSink, Rule, register
 from spa.analysis.rules.shape_vectors import couple_target, rewrite_target
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_tensor, node_label
 
 
 @register
@@ -76,8 +76,8 @@ class ConstantOfShapeRule(Rule):
         c = Coupling()
         if space[0] != node.output[0]:
             return c.block(space, f"{node_label(node)} input '{space[0]}' is a shape")
-        value = attr(node, "value")
-        if value is not None and np.any(onnx.numpy_helper.to_array(value) != 0):  # type: ignore[arg-type]
+        value = attr_tensor(node, "value")
+        if value is not None and np.any(onnx.numpy_helper.to_array(value) != 0):
             return c.block(space, f"{node_label(node)} fills with a value other than 0")
         couple_target(ctx, c, _target_reader(node), space[1], keep_values=())
         return c

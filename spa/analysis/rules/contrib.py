@@ -35,19 +35,20 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, Rule, register, tie
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_float, attr_int, attr_ints, node_label
 
 MS = "com.microsoft"
 
 
-def _opt(seq: object, i: int) -> str | None:
+def _opt(seq: Sequence[str], i: int) -> str | None:
     """Input or output ``i`` of a node when present and not empty."""
-    items = list(seq)  # type: ignore[call-overload]
+    items = list(seq)
     return items[i] if len(items) > i and items[i] else None
 
 
@@ -65,16 +66,17 @@ def _channels_last(ctx: ModelContext, node: onnx.NodeProto, space: Space, data: 
     (mean / inverse-std outputs) are produced.
     """
     c = Coupling()
-    ranks = {t: ctx.rank(t) for t in [*data, *params]}
-    if any(r is None or r == 0 for r in ranks.values()):
+    tensors = [*data, *params]
+    ranks = {t: r for t in tensors if (r := ctx.rank(t))}  # unknown and 0 ranks left out
+    if len(ranks) != len(set(tensors)):
         return c.block(space, f"rank unknown at {node_label(node)}")
-    top = max(ranks[t] for t in data)  # type: ignore[type-var]
-    hidden: list[Space] = [(t, ranks[t] - 1) for t in [*data, *params]]  # type: ignore[operator]
+    top = max(ranks[t] for t in data)
+    hidden: list[Space] = [(t, ranks[t] - 1) for t in tensors]
     lead: list[list[Space]] = []
-    for k in range(top - 1):  # type: ignore[operator]
+    for k in range(top - 1):
         members = []
         for t in data:
-            a = k - (top - ranks[t])  # type: ignore[operator]
+            a = k - (top - ranks[t])
             if a >= 0 and ctx.dim(t, a) != 1:
                 members.append((t, a))
         lead.append(members)
@@ -82,8 +84,8 @@ def _channels_last(ctx: ModelContext, node: onnx.NodeProto, space: Space, data: 
         if stats:
             return c.block(space, f"{node_label(node)} exposes its statistics ('{stats[0]}')")
         c.inexact.append(f"{node_label(node)} normalises over a pruned axis")
-    t = tie(ctx, node, space, [hidden, *lead])
-    c.edges, c.blocks = t.edges, [*c.blocks, *t.blocks]
+    tied = tie(ctx, node, space, [hidden, *lead])
+    c.edges, c.blocks = tied.edges, [*c.blocks, *tied.blocks]
     return c
 
 
@@ -144,15 +146,15 @@ class EmbedLayerNormRule(Rule):
         return _channels_last(ctx, node, space, data, params, normalises=True)
 
 
-_ORIGINAL: dict[int, tuple[weakref.ref[ModelContext], dict[tuple[str, str], object]]] = {}
+_ORIGINAL: dict[int, tuple[weakref.ref[ModelContext], dict[str, onnx.NodeProto]]] = {}
 
 
-def _original_attr(ctx: ModelContext, node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """Attribute ``name`` of ``node`` as it was before any rewrite.
+def _original(ctx: ModelContext, node: onnx.NodeProto) -> onnx.NodeProto:
+    """A copy of ``node`` as it was when first read in ``ctx``, before any rewrite.
 
-    ``update_attributes`` rewrites ``num_heads`` and ``qkv_hidden_sizes`` in place, and the
-    attribute pass runs until nothing changes, so later calls must not read the new values. The
-    first reading per context is kept.
+    ``update_attributes`` rewrites ``num_heads``, ``qkv_hidden_sizes`` and ``scale`` in place, and
+    the attribute pass runs until nothing changes, so later calls must not read the new values.
+    The first reading per context is kept.
     """
     entry = _ORIGINAL.get(id(ctx))
     if entry is None or entry[0]() is not ctx:
@@ -160,13 +162,16 @@ def _original_attr(ctx: ModelContext, node: onnx.NodeProto, name: str, default: 
             del _ORIGINAL[key]
         entry = (weakref.ref(ctx), {})
         _ORIGINAL[id(ctx)] = entry
-    value = attr(node, name, default)
-    return entry[1].setdefault((node.name, name), list(value) if isinstance(value, (list, tuple)) else value)
+    copy = entry[1].get(node.name)
+    if copy is None:
+        copy = entry[1][node.name] = onnx.NodeProto()
+        copy.CopyFrom(node)
+    return copy
 
 
 def _heads(ctx: ModelContext, node: onnx.NodeProto) -> int:
-    """The original ``num_heads`` (see :func:`_original_attr`)."""
-    return int(_original_attr(ctx, node, "num_heads", 0))  # type: ignore[call-overload]
+    """The original ``num_heads`` (see :func:`_original`)."""
+    return attr_int(_original(ctx, node), "num_heads", 0)
 
 
 def _head_mode(ctx: ModelContext) -> str:
@@ -209,9 +214,9 @@ class AttentionRule(Rule):
     def _sizes(node: onnx.NodeProto, ctx: ModelContext) -> tuple[int, int, int, int] | None:
         """``(num_heads, q, k, v)`` hidden sizes, or None when the weight shape is unknown."""
         heads = _heads(ctx, node)
-        qkv = _original_attr(ctx, node, "qkv_hidden_sizes")
+        qkv = attr_ints(_original(ctx, node), "qkv_hidden_sizes")
         if qkv:
-            q, k, v = (int(x) for x in qkv)  # type: ignore[union-attr]
+            q, k, v = qkv
         else:
             total = ctx.dim(node.input[1], 1)
             if total is None:
@@ -234,11 +239,11 @@ class AttentionRule(Rule):
             return c.block(space, f"{node_label(node)} cannot prune axis {space[1]} of '{space[0]}'")
         reason = self._refusal(node, ctx)
         sizes = self._sizes(node, ctx)
-        if reason is None and sizes is None:
-            reason = f"shape of '{w}' is unknown at {node_label(node)}"
         if reason is not None:
             return c.block(space, reason)
-        heads, q, k, v = sizes  # type: ignore[misc]
+        if sizes is None:
+            return c.block(space, f"shape of '{w}' is unknown at {node_label(node)}")
+        heads, q, k, v = sizes
         hq, hk, hv = q // heads, k // heads, v // heads
         if b:
             c.same((w, 1), (b, 0), q + k + v)
@@ -264,7 +269,7 @@ class AttentionRule(Rule):
         sizes = self._sizes(node, ctx)
         if heads <= 0 or sizes is None or any(s % heads for s in sizes[1:]) or sizes[1] != sizes[2]:
             return f"{label}: hidden sizes {sizes and sizes[1:]} do not split into num_heads={heads} heads"
-        if mode == "dims" and int(attr(node, "do_rotary", 0)):  # type: ignore[arg-type]
+        if mode == "dims" and attr_int(node, "do_rotary", 0):
             return f"{label} applies rotary embeddings, which pair dimensions inside a head"
         return None
 
@@ -281,9 +286,9 @@ class AttentionRule(Rule):
         new_heads = len(np.unique((cols[cols >= q + k] - q - k) // hv))
         new_heads = new_heads if nv == new_heads * hv else heads  # whole heads removed, or dimensions
         changed = _set_attr(node, "num_heads", int(new_heads))
-        if _original_attr(ctx, node, "qkv_hidden_sizes") is not None or len({nq, nk, nv}) > 1:
+        if attr_ints(_original(ctx, node), "qkv_hidden_sizes") is not None or len({nq, nk, nv}) > 1:
             changed |= _set_attr(node, "qkv_hidden_sizes", [int(nq), int(nk), int(nv)])
-        if nq // new_heads != q // heads and not _original_attr(ctx, node, "scale", 0.0):
+        if nq // new_heads != q // heads and not attr_float(_original(ctx, node), "scale", 0.0):
             changed |= _set_attr(node, "scale", 1.0 / math.sqrt(q // heads))
         return changed
 
@@ -319,9 +324,8 @@ class MultiHeadAttentionRule(Rule):
             return c.block(space, f"{label}: attention heads are left alone (head granularity '{mode}')")
         if any(_opt(node.input, i) for i in (5, 6, 7)) or any(_opt(node.output, i) for i in (1, 2, 3)):
             return c.block(space, f"{label} has a KV cache, an attention_bias or a qk output, each with a head axis")
-        if None in (dq, dk, dv) or heads <= 0 or dq != dk or any(d % heads for d in (dq, dk, dv)):  # type: ignore[operator]
+        if dq is None or dk is None or dv is None or heads <= 0 or dq != dk or any(d % heads for d in (dq, dk, dv)):
             return c.block(space, f"{label}: hidden sizes {(dq, dk, dv)} do not split into num_heads={heads} heads")
-        dq, dk, dv = int(dq), int(dk), int(dv)  # type: ignore[arg-type]
         hq, hv = dq // heads, dv // heads
         c.same((v, 2), (y, 2), dv)
         c.same((q, 2), (k, 2), dq)  # dimension d of head h: Q and K together
@@ -346,7 +350,7 @@ class MultiHeadAttentionRule(Rule):
         new_heads = new_heads if len(vk) == new_heads * hv else heads
         nq = len(kept.get((q, 2), np.arange(dq)))
         changed = _set_attr(node, "num_heads", int(new_heads))
-        if nq // new_heads != dq // heads and not _original_attr(ctx, node, "scale", 0.0):
+        if nq // new_heads != dq // heads and not attr_float(_original(ctx, node), "scale", 0.0):
             changed |= _set_attr(node, "scale", 1.0 / math.sqrt(dq // heads))
         return changed
 
@@ -370,8 +374,8 @@ class RotaryEmbeddingRule(Rule):
         rank = ctx.rank(x)
         if space[0] not in (x, y) or rank not in (3, 4):
             return c.block(space, f"{label} cannot prune axis {space[1]} of '{space[0]}'")
-        if space[1] < rank - 1:  # type: ignore[operator]
-            return tie(ctx, node, space, [[(x, a), (y, a)] for a in range(rank - 1)])  # type: ignore[operator]
+        if space[1] < rank - 1:
+            return tie(ctx, node, space, [[(x, a), (y, a)] for a in range(rank - 1)])
         if rank == 4:
             return c.block(space, f"{label} rotates pairs of dimensions inside a head (axis 3 of '{x}')")
         mode = _head_mode(ctx)
@@ -413,7 +417,7 @@ class FusedMatMulRule(Rule):
         b = node.input[1]
         if not ctx.is_constant(b) or ctx.rank(b) != 2:
             return f"{node_label(node)} has no constant 2-D weight (input '{b}')"
-        if any(int(attr(node, a, 0)) for a in ("transA", "transBatchA", "transBatchB")):  # type: ignore[arg-type]
+        if any(attr_int(node, a, 0) for a in ("transA", "transBatchA", "transBatchB")):
             return f"{node_label(node)} transposes its activation input (transA/transBatch*)"
         return None
 
@@ -429,7 +433,7 @@ class FusedMatMulRule(Rule):
         ra, ry = ctx.rank(a), ctx.rank(y)
         if ra is None or ry is None or ra < 2:
             return Coupling().block(space, f"{node_label(node)} input rank unknown or < 2")
-        tb = int(attr(node, "transB", 0))  # type: ignore[arg-type]
+        tb = attr_int(node, "transB", 0)
         sets: list[list[Space]] = [[(a, ra - 1), (b, 1 if tb else 0)], [(y, ry - 1), (b, 0 if tb else 1)]]
         sets += [[(a, i), (y, i + ry - ra)] for i in range(ra - 1)]
         return tie(ctx, node, space, sets)

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 class _ConvBase(Rule):
@@ -46,7 +46,7 @@ class _ConvBase(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, w, y = node.input[0], node.input[1], node.output[0]
-        g = int(attr(node, "group", 1))  # type: ignore[arg-type]
+        g = attr_int(node, "group", 1)
         if not ctx.is_constant(w):
             return c.block(space, f"{node_label(node)} weight '{w}' is not a constant")
         rw, rx = ctx.rank(w), ctx.rank(x)
@@ -82,13 +82,14 @@ class _ConvBase(Rule):
 
     def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:
         """Set ``group`` from the surviving channels; the per-group weight axis is unchanged."""
-        if int(attr(node, "group", 1)) == 1:  # type: ignore[arg-type]
+        if attr_int(node, "group", 1) == 1:
             return False
         space = (node.output[0], 1) if self.transposed else (node.input[0], 1)
         wshape = ctx.shape(node.input[1])
-        if space not in kept or wshape is None:
+        per_group = None if wshape is None else wshape[1]
+        if space not in kept or per_group is None:
             return False
-        new_g = len(kept[space]) // int(wshape[1])  # type: ignore[arg-type]
+        new_g = len(kept[space]) // per_group
         changed = False
         for a in node.attribute:
             if a.name == "group" and a.i != new_g:

@@ -11,7 +11,7 @@ import onnx
 
 from spa.analysis.rules.attention import couple_batched_matmul
 from spa.analysis.rules.base import Coupling, Rule, register, tie
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -27,8 +27,8 @@ class GemmRule(Rule):
         c = Coupling()
         a, b, y = node.input[0], node.input[1], node.output[0]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        ta = int(attr(node, "transA", 0))  # type: ignore[arg-type]
-        tb = int(attr(node, "transB", 0))  # type: ignore[arg-type]
+        ta = attr_int(node, "transA", 0)
+        tb = attr_int(node, "transB", 0)
         if not ctx.is_constant(b):
             return c.block(space, f"{node_label(node)} weight '{b}' is not a constant")
         a_rows, a_k = (1, 0) if ta else (0, 1)
@@ -55,8 +55,9 @@ class MatMulRule(Rule):
 
     def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
         b = node.input[1]
-        if ctx.is_constant(b) and ctx.rank(b) == 2 and ctx.rank(node.output[0]) is not None:
-            return [(node.output[0], ctx.rank(node.output[0]) - 1)]  # type: ignore[operator]
+        rank = ctx.rank(node.output[0])
+        if ctx.is_constant(b) and ctx.rank(b) == 2 and rank is not None:
+            return [(node.output[0], rank - 1)]
         return []
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:

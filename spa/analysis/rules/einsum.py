@@ -21,7 +21,7 @@ import onnx
 from spa.analysis.rules.attention import tie_axes
 from spa.analysis.rules.base import Coupling, Rule, register
 from spa.model.einsum import Terms, parse
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr, attr_str, node_label
 
 
 @register
@@ -29,10 +29,8 @@ class EinsumRule(Rule):
     op_types = ("Einsum",)
 
     def _terms(self, node: onnx.NodeProto, ctx: ModelContext) -> Terms | None:
-        eq = attr(node, "equation")
-        if isinstance(eq, bytes):
-            eq = eq.decode()
-        if not isinstance(eq, str):
+        eq = attr_str(node, "equation")
+        if eq is None:
             return None
         return parse(eq, [ctx.rank(i) for i in node.input])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import onnx
 
-from spa.analysis.rules.base import Coupling, Rule, dim_or_block, position, register
+from spa.analysis.rules.base import Coupling, Rule, dim_or_block, position, ranks_or_block, register
 from spa.model.graph import ModelContext, Space, node_label
 
 
@@ -65,11 +65,11 @@ class BroadcastRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         out = node.output[0]
-        ry = ctx.rank(out)
         side, _ = position(node, space[0])
-        rs = ctx.rank(space[0])
-        if ry is None or rs is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [out, space[0]])
+        if ranks is None:
+            return c
+        ry, rs = ranks
         ao = space[1] + (ry - rs) if side == "in" else space[1]
         folded = ctx.is_folded(space)
         n = ctx.dim(*space) if folded else dim_or_block(ctx, c, (out, ao), node, space)

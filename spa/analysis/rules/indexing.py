@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import onnx
 
-from spa.analysis.rules.base import Coupling, Rule, dim_or_block, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.analysis.rules.base import Coupling, Rule, dim_or_block, ranks_or_block, register
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -29,15 +29,16 @@ class GatherNDRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         data, idx, y = node.input[0], node.input[1], node.output[0]
-        q = ctx.rank(idx)
-        if ctx.rank(data) is None or q is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [data, idx])
+        if ranks is None:
+            return c
+        q = ranks[1]
         if space[0] == idx and space[0] != data:
             return c.block(space, f"{node_label(node)} indices '{idx}' are not data")
         k = ctx.dim(idx, q - 1)
         if k is None:
             return c.block(space, f"{node_label(node)}: the index tuple length of '{idx}' is unknown")
-        b = int(attr(node, "batch_dims", 0))  # type: ignore[arg-type]
+        b = attr_int(node, "batch_dims", 0)
         first = b + k  # first data axis that is copied whole
         if space[0] == data:
             a, out = space[1], q - 1 + space[1] - first

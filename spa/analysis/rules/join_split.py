@@ -16,9 +16,10 @@ from spa.analysis.rules.base import (
     int_input,
     norm_axis,
     position,
+    rank_or_block,
     register,
 )
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -30,10 +31,10 @@ class ConcatRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         y = node.output[0]
-        rank = ctx.rank(y)
+        rank = rank_or_block(ctx, c, space, node, y)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+            return c
+        axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [*node.input, y])
         off = 0
@@ -59,10 +60,10 @@ class SplitRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x = node.input[0]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rank)  # type: ignore[arg-type]
+            return c
+        axis = norm_axis(attr_int(node, "axis", 0), rank)
         if space[1] != axis:
             return identity_all(c, ctx, node, space, [x, *node.output])
         off = 0
@@ -77,7 +78,7 @@ class SplitRule(Rule):
 
     def _new_sizes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> np.ndarray | None:
         x = node.input[0]
-        axis = norm_axis(int(attr(node, "axis", 0)), ctx.rank(x) or 0)  # type: ignore[arg-type]
+        axis = norm_axis(attr_int(node, "axis", 0), ctx.rank(x) or 0)
         if (x, axis) not in kept:
             return None
         sizes = [len(kept[(t, axis)]) if (t, axis) in kept else ctx.dim(t, axis) for t in node.output]

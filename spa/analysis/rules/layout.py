@@ -21,11 +21,13 @@ from spa.analysis.rules.base import (
     int_input,
     norm_axis,
     position,
+    rank_or_block,
+    ranks_or_block,
     register,
 )
 from spa.analysis.rules.shape_reads import reads_own_size
 from spa.analysis.rules.shape_vectors import couple_target, rewrite_target, shape_symbols
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, attr_ints, node_label
 
 
 @register
@@ -37,10 +39,12 @@ class TransposeRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, y = node.input[0], node.output[0]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        perm = [int(p) for p in attr(node, "perm", list(range(rank))[::-1])]  # type: ignore[union-attr]
+            return c
+        perm = attr_ints(node, "perm")
+        if perm is None:
+            perm = list(range(rank))[::-1]
         a_in = space[1] if space[0] == x else perm[space[1]]
         n = dim_or_block(ctx, c, space, node, space)
         return c if n is None else c.same((x, a_in), (y, perm.index(a_in)), n)
@@ -55,9 +59,10 @@ class SqueezeRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, y = node.input[0], node.output[0]
-        rx, ry = ctx.rank(x), ctx.rank(y)
-        if rx is None or ry is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [x, y])
+        if ranks is None:
+            return c
+        rx, ry = ranks
         if position(node, space[0]) == ("in", 1):
             return c.block(space, f"{node_label(node)} axes input is not data")
         big, small, rbig = (x, y, rx) if node.op_type == "Squeeze" else (y, x, ry)
@@ -91,8 +96,9 @@ class PadRule(Rule):
         if position(node, space[0])[0] == "in" and space[0] != x:
             return c.block(space, f"{node_label(node)} pads/value input is not data")
         rank = ctx.rank(x)
-        pads = attr(node, "pads")
-        pads = [int(p) for p in pads] if pads is not None else int_input(node, ctx, 1)  # type: ignore[union-attr]
+        pads = attr_ints(node, "pads")
+        if pads is None:
+            pads = int_input(node, ctx, 1)
         if rank is None or pads is None:
             return c.block(space, f"{node_label(node)} pads are not constant")
         axes = int_input(node, ctx, 3) if len(node.input) > 3 and node.input[3] else list(range(rank))
@@ -118,7 +124,7 @@ class ResizeRule(Rule):
         x, y = node.input[0], node.output[0]
         if position(node, space[0])[0] == "in" and space[0] != x:
             return c.block(space, f"{node_label(node)} roi/scales/sizes input is not data")
-        if attr(node, "axes") is not None:
+        if attr_ints(node, "axes") is not None:
             return c.block(space, f"{node_label(node)} uses the axes attribute")
         if ctx.dim(x, space[1]) != ctx.dim(y, space[1]):
             return c.block(space, f"{node_label(node)} resizes axis {space[1]}")
@@ -156,10 +162,10 @@ class SoftmaxRule(Rule):
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
-        rank = ctx.rank(node.input[0])
+        rank = rank_or_block(ctx, c, space, node, node.input[0])
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", -1 if ctx.opset >= 13 else 1)), rank)  # type: ignore[arg-type]
+            return c
+        axis = norm_axis(attr_int(node, "axis", -1 if ctx.opset >= 13 else 1), rank)
         normalised = space[1] == axis if ctx.opset >= 13 else space[1] >= axis
         if normalised:
             return c.block(space, f"{node_label(node)} normalises over axis {space[1]} of '{space[0]}'")
@@ -175,10 +181,11 @@ class GatherRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         data, idx, y = node.input[0], node.input[1], node.output[0]
-        rd, ri = ctx.rank(data), ctx.rank(idx)
-        if rd is None or ri is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = norm_axis(int(attr(node, "axis", 0)), rd)  # type: ignore[arg-type]
+        ranks = ranks_or_block(ctx, c, space, node, [data, idx])
+        if ranks is None:
+            return c
+        rd, ri = ranks
+        axis = norm_axis(attr_int(node, "axis", 0), rd)
         if space[0] == idx and position(node, idx)[0] == "in" and space[0] != data:
             return c.block(space, f"{node_label(node)} indices are not data")
         if space[0] == data:
@@ -228,9 +235,10 @@ class ExpandRule(Rule):
         x, y = node.input[0], node.output[0]
         if position(node, space[0]) == ("in", 1):
             return c.block(space, f"{node_label(node)} shape input is not data")
-        rx, ry = ctx.rank(x), ctx.rank(y)
-        if rx is None or ry is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
+        ranks = ranks_or_block(ctx, c, space, node, [x, y])
+        if ranks is None:
+            return c
+        rx, ry = ranks
         b = space[1] + (ry - rx) if space[0] == x else space[1]
         n = dim_or_block(ctx, c, (y, b), node, space)
         if n is None:

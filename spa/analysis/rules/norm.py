@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import onnx
 
-from spa.analysis.rules.base import Coupling, Rule, register, tie
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.analysis.rules.base import Coupling, Rule, rank_or_block, register, tie
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 @register
@@ -42,10 +42,10 @@ class LayerNormRule(Rule):
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
         c = Coupling()
         x, y = node.input[0], node.output[0]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        axis = int(attr(node, "axis", -1)) % rank  # type: ignore[arg-type]
+            return c
+        axis = attr_int(node, "axis", -1) % rank
         params = [(p, 0) for p in node.input[1:3] if p]
         if space[0] in (x, y):
             a = space[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from spa.analysis.rules.base import Coupling, Rule, dim_or_block, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, attr_ints, node_label
 
 
 @register
@@ -40,17 +40,17 @@ def reduce_axes(node: onnx.NodeProto, ctx: ModelContext) -> list[int] | None:
     rank = ctx.rank(node.input[0])
     if rank is None:
         return None
-    axes = attr(node, "axes")
+    axes = attr_ints(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         v = ctx.constant_value(node.input[1])
         if v is None:
             return None
         axes = [int(a) for a in v.reshape(-1)]
     if not axes:
-        if int(attr(node, "noop_with_empty_axes", 0)):  # type: ignore[arg-type]
+        if attr_int(node, "noop_with_empty_axes", 0):
             return []
         return list(range(rank))
-    return sorted(int(a) % rank for a in axes)  # type: ignore[union-attr]
+    return sorted(a % rank for a in axes)
 
 
 _SUMS = ("ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare")
@@ -76,7 +76,7 @@ class ReduceRule(Rule):
         axes = reduce_axes(node, ctx)
         if axes is None:
             return c.block(space, f"{node_label(node)} reduction axes unknown")
-        keep = int(attr(node, "keepdims", 1))  # type: ignore[arg-type]
+        keep = attr_int(node, "keepdims", 1)
         rank = ctx.rank(node.input[0]) or 0
         if space[0] == node.input[0]:
             a_in = space[1]

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import onnx
 
-from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, register, rule_for
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, rank_or_block, register, rule_for
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 from spa.model.quant import float_view, qop_of, quant_axis, weight_axis
 
 
@@ -31,10 +31,10 @@ class QuantizeDequantizeRule(Rule):
         c = Coupling()
         x, y = node.input[0], node.output[0]
         params = [t for t in node.input[1:3] if t]
-        rank = ctx.rank(x)
+        rank = rank_or_block(ctx, c, space, node, x)
         if rank is None:
-            return c.block(space, f"rank unknown at {node_label(node)}")
-        if int(attr(node, "block_size", 0)) > 0:  # type: ignore[arg-type]
+            return c
+        if attr_int(node, "block_size", 0) > 0:
             return self._blocked(node, ctx, space, rank, params)
         axis = quant_axis(node, ctx)
         if space[0] in params:
@@ -59,7 +59,7 @@ class QuantizeDequantizeRule(Rule):
         c = Coupling()
         x, y = node.input[0], node.output[0]
         k = space[1]
-        if k == int(attr(node, "axis", 1)) % rank:  # type: ignore[arg-type]
+        if k == attr_int(node, "axis", 1) % rank:
             return c.block(space, f"{node_label(node)} uses blocked quantization (block_size) along axis {k}")
         n = dim_or_block(ctx, c, (x, k), node, space)
         if n is None:
@@ -92,7 +92,7 @@ class _QOperatorRule(Rule):
 
         q = qop_of(node)
         assert q is not None
-        if int(attr(node, "channels_last", 0)):  # type: ignore[arg-type]
+        if attr_int(node, "channels_last", 0):
             return Coupling().block(space, f"{node_label(node)} is channels-last")
         view = float_view(node, q)
         rule = rule_for(view)
@@ -113,7 +113,7 @@ class _QOperatorRule(Rule):
             if n is not None and (space == (w, axis) or any((w, axis) in (e.a, e.b) for e in c.edges)):
                 for p in per_channel:
                     if ctx.dim(p, 0) == n:
-                        c.same((w, axis), (p, 0), n)  # type: ignore[arg-type]
+                        c.same((w, axis), (p, 0), n)
         return c
 
     def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, Rule, dim_or_block, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, attr_strs, node_label
 
 #: Activations ``f`` with ``f(0) = 0``: a zeroed unit stays zero through them.
 ZERO_PRESERVING = frozenset({"Tanh", "Relu", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "Elu", "Softsign"})
@@ -67,15 +67,14 @@ class RecurrentRule(Rule):
         return rows, units
 
     def _refusal(self, node: onnx.NodeProto, ctx: ModelContext) -> str | None:
-        layout = int(attr(node, "layout", 0))  # type: ignore[arg-type]
+        layout = attr_int(node, "layout", 0)
         if layout not in (0, 1):
             return f"{node_label(node)} has layout={layout}"
         for t in node.input[1:4]:
             if t and not ctx.is_constant(t):
                 return f"{node_label(node)} weight '{t}' is not a constant"
         _, defaults, must_keep_zero = SPECS[node.op_type]
-        given = attr(node, "activations")
-        names = [a.decode() if isinstance(a, bytes) else str(a) for a in given] if given else []  # type: ignore[union-attr]
+        names = attr_strs(node, "activations") or []
         per_dir = len(defaults)
         for k, name in enumerate(names):
             if k % per_dir in must_keep_zero and name not in ZERO_PRESERVING:

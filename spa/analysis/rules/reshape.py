@@ -10,7 +10,7 @@ from spa.analysis.rules.attention import couple_split
 from spa.analysis.rules.base import Coupling, KeptMap, RewriteSink, Rule, norm_axis, position, register
 from spa.analysis.rules.shape_vectors import couple_target, rewrite_target
 from spa.analysis.rules.shuffle import couple_shuffle, find_shuffle, rewrite_shuffle
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 from spa.model.shapes import segments
 
 VAxis = tuple[Space, int]
@@ -19,7 +19,7 @@ VAxis = tuple[Space, int]
 
 
 def _virtual_axes(ctx: ModelContext, node: onnx.NodeProto, ii: list[int], jj: list[int]
-                  ) -> tuple[list[VAxis], list[VAxis], list[VAxis]] | str:
+                  ) -> tuple[list[VAxis], list[VAxis], list[Space]] | str:
     """The known axes of a segment on each side, with a dynamic leading axis that absorbs
     channels (``B·H``) turned into a folded axis of ``H``; plus dynamic axes paired one to one.
 
@@ -30,8 +30,8 @@ def _virtual_axes(ctx: ModelContext, node: onnx.NodeProto, ii: list[int], jj: li
     assert sx is not None and sy is not None
     dyn_in = [i for i in ii if sx[i] is None]
     dyn_out = [j for j in jj if sy[j] is None]
-    ins: list[VAxis] = [((x, i), int(sx[i])) for i in ii if sx[i] not in (None, 1)]  # type: ignore[arg-type]
-    outs: list[VAxis] = [((y, j), int(sy[j])) for j in jj if sy[j] not in (None, 1)]  # type: ignore[arg-type]
+    ins: list[VAxis] = [((x, i), d) for i in ii if (d := sx[i]) is not None and d != 1]
+    outs: list[VAxis] = [((y, j), d) for j in jj if (d := sy[j]) is not None and d != 1]
     if not dyn_in and not dyn_out:
         return ins, outs, []
     if len(dyn_in) != 1 or len(dyn_out) != 1 or dyn_in[0] != ii[0] or dyn_out[0] != jj[0]:
@@ -119,13 +119,14 @@ def _sample_segments(ctx: ModelContext, x: str, y: str) -> list[tuple[list[int],
 
     The segments come from the larger run and must also hold, product for product, in the
     smaller one (where a batch of 1 could pair axes by coincidence)."""
-    shapes = []
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
     for t in (x, y):
         static = ctx.shape(t)
+        known = None if static is None else tuple(d for d in static if d is not None)
         if t in ctx.sample_shapes:
             shapes.append(ctx.sample_shapes[t])
-        elif static is not None and None not in static:
-            shapes.append((static, static))
+        elif static is not None and known is not None and len(known) == len(static):
+            shapes.append((known, known))
         else:
             return None
     (in0, in1), (out0, out1) = shapes
@@ -149,7 +150,7 @@ class FlattenRule(Rule):
         sx = ctx.shape(node.input[0])
         if sx is None:
             return c.block(space, f"{node_label(node)} input shape unknown")
-        k = norm_axis(int(attr(node, "axis", 1)), len(sx))  # type: ignore[arg-type]
+        k = norm_axis(attr_int(node, "axis", 1), len(sx))
         segs = [(list(range(0, k)), [0]), (list(range(k, len(sx))), [1])]
         if any(sx[i] is None for i in range(k, len(sx))):
             return c.block(space, f"{node_label(node)} flattened sizes unknown")

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, RewriteSink, Rule, register
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_int, node_label
 
 
 def _pieces(split: onnx.NodeProto, ctx: ModelContext) -> tuple[int, list[int], list[tuple[str, int, int]]] | str:
@@ -21,9 +21,9 @@ def _pieces(split: onnx.NodeProto, ctx: ModelContext) -> tuple[int, list[int], l
     rank = ctx.rank(x)
     if rank is None:
         return f"rank unknown at {node_label(split)}"
-    axis = int(attr(split, "axis", 0)) % rank  # type: ignore[arg-type]
+    axis = attr_int(split, "axis", 0) % rank
     has_sizes = len(split.input) > 1 and bool(split.input[1])
-    if not has_sizes and int(attr(split, "keepdims", 1)) == 0:  # type: ignore[arg-type]
+    if not has_sizes and attr_int(split, "keepdims", 1) == 0:
         return f"{node_label(split)} drops the split axis (keepdims=0)"
     n = ctx.dim(x, axis)
     if n is None:

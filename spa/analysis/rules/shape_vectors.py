@@ -14,7 +14,7 @@ from spa.analysis.rules.base import (
     int_input,
     norm_axis,
 )
-from spa.model.graph import ModelContext, attr, node_label
+from spa.model.graph import ModelContext, attr_int, node_label
 
 Symbol = int | tuple[str, int]
 """An element of a shape vector: a literal, or ``(tensor, axis)`` meaning that tensor's size."""
@@ -47,9 +47,9 @@ def shape_symbols(ctx: ModelContext, name: str, depth: int = 0) -> list[Symbol] 
         r = ctx.rank(node.input[0])
         if r is None:
             return None
-        lo = norm_axis(int(attr(node, "start", 0)), r)  # type: ignore[arg-type]
-        end = attr(node, "end")
-        hi = r if end is None else min(r, norm_axis(int(end), r))  # type: ignore[arg-type]
+        lo = norm_axis(attr_int(node, "start", 0), r)
+        end = attr_int(node, "end", None)
+        hi = r if end is None else min(r, norm_axis(end, r))
         return [(node.input[0], k) for k in range(max(0, lo), hi)]
     if op in ("Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Expand"):
         return shape_symbols(ctx, node.input[0], depth + 1)

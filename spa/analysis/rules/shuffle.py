@@ -19,7 +19,7 @@ import onnx
 
 from spa.analysis.rules.base import Coupling, KeptMap, RewriteSink
 from spa.analysis.rules.shape_vectors import shape_literal
-from spa.model.graph import ModelContext, Space, attr, node_label
+from spa.model.graph import ModelContext, Space, attr_ints, node_label
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,17 @@ def find_shuffle(ctx: ModelContext, node: onnx.NodeProto) -> Shuffle | None:
     if first is None or first.op_type != "Reshape" or ctx.rank(first.input[0]) != 4 or ctx.rank(first.output[0]) != 5:
         return None
     t = _only_user(ctx, first)
-    if t is None or t.op_type != "Transpose" or list(attr(t, "perm", [])) != [0, 2, 1, 3, 4]:  # type: ignore[arg-type]
+    if t is None or t.op_type != "Transpose" or attr_ints(t, "perm") != [0, 2, 1, 3, 4]:
         return None
     last = _only_user(ctx, t)
     if last is None or last.op_type != "Reshape" or ctx.rank(last.output[0]) != 4:
         return None
     sx, mid, sy = ctx.shape(first.input[0]), ctx.shape(first.output[0]), ctx.shape(last.output[0])
-    if sx is None or mid is None or sy is None or None in (sx[1], mid[1], mid[2]) or sx[1:] != sy[1:]:
+    if sx is None or mid is None or sy is None or sx[1:] != sy[1:]:
         return None
-    g, c = int(mid[1]), int(mid[2])  # type: ignore[arg-type]
+    g, c = mid[1], mid[2]
+    if sx[1] is None or g is None or c is None:
+        return None
     if g * c != sx[1] or tuple(mid[3:]) != tuple(sx[2:]):
         return None
     return Shuffle(first, last, first.input[0], last.output[0], g, c)
