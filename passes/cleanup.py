@@ -15,7 +15,6 @@ import heapq
 from collections import defaultdict
 
 import onnx
-
 from spa.passes.base import Pass, PassError, PassResult
 
 

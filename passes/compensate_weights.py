@@ -18,9 +18,9 @@ from collections.abc import Mapping
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from spa.passes.base import Pass, PassError, PassResult
 
 from spa.model.graph import Space
-from spa.passes.base import Pass, PassError, PassResult
 
 
 class CompensateWeightsPass(Pass):

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import onnx
-
 from spa.passes.base import Pass, PassError, PassResult
 
 

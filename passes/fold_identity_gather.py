@@ -24,10 +24,10 @@ import logging
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from spa.passes.base import Pass, PassResult
 
 from spa.model.runtime import input_specs, random_inputs, run
 from spa.model.shapes import ShapeProbe
-from spa.passes.base import Pass, PassResult
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ import logging
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from spa.passes.base import Pass, PassResult
 
 from spa.model.graph import constant_walk
 from spa.model.runtime import make_session
-from spa.passes.base import Pass, PassResult
 
 log = logging.getLogger(__name__)
 

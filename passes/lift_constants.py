@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-
 from spa.passes.base import Pass, PassResult
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}

@@ -15,7 +15,6 @@ from collections.abc import Iterable
 
 import onnx
 from onnx import numpy_helper
-
 from spa.passes.base import Pass, PassError, PassResult
 from spa.passes.slice_initializers import stored_tensors
 

@@ -28,13 +28,13 @@ from typing import Protocol
 
 import numpy as np
 import onnx
-
-from spa.model.graph import Space
 from spa.passes.cleanup import CleanupPass, dead_nodes
 from spa.passes.fold_identity_gather import FoldIdentityGatherPass
 from spa.passes.fold_weight_computations import FoldWeightComputationsPass
 from spa.passes.lift_constants import LiftConstantsPass
 from spa.passes.untie_parameters import UntieParametersPass, parameter_uses, parse_use_name, use_name
+
+from spa.model.graph import Space
 
 log = logging.getLogger(__name__)
 

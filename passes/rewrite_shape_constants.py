@@ -10,10 +10,10 @@ Refuses nothing itself: a node whose constants could not be rewritten blocked it
 from __future__ import annotations
 
 import onnx
+from spa.passes.base import Pass, PassResult
 
 from spa.analysis.rules import KeptMap, RewriteSink, rule_for
 from spa.model.graph import ModelContext
-from spa.passes.base import Pass, PassResult
 
 
 class RewriteShapeConstantsPass(Pass):

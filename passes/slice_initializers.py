@@ -17,8 +17,8 @@ from collections import defaultdict
 import numpy as np
 import onnx
 from onnx import numpy_helper
-
 from spa.passes.base import Pass, PassError, PassResult
+
 from spa.planning.plan import SliceEntry
 
 

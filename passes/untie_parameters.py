@@ -23,7 +23,6 @@ from collections import defaultdict
 
 import numpy as np
 import onnx
-
 from spa.passes.base import Pass, PassResult
 from spa.passes.slice_initializers import stored_tensors
 

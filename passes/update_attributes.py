@@ -8,10 +8,10 @@ Refuses nothing itself: nodes without a rule are left alone (their groups were b
 from __future__ import annotations
 
 import onnx
+from spa.passes.base import Pass, PassResult
 
 from spa.analysis.rules import KeptMap, rule_for
 from spa.model.graph import ModelContext
-from spa.passes.base import Pass, PassResult
 
 
 class UpdateAttributesPass(Pass):
