@@ -10,9 +10,9 @@ bias absorbs the mean contribution of its removed columns: ``b += W_P · E[x_P]`
 from __future__ import annotations
 
 import numpy as np
-from spa.criteria.obspa import OBSPACriterion
 
 from spa.analysis.consumers import Consumer
+from spa.criteria.obspa import ColumnStats, OBSPACriterion
 from spa.model.graph import ModelContext
 from spa.scoring.stats import activation_moments
 
@@ -26,7 +26,7 @@ class FluctuationCriterion(OBSPACriterion):
             stats = "data" if calib is not None else "synthetic"
         super().__init__(seed=seed, stats=stats, calib=calib, **kw)  # type: ignore[arg-type]
 
-    def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, object]:
+    def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, ColumnStats]:
 
         if not consumers:
             return {}

@@ -185,7 +185,7 @@ class Worlds:
         out = np.array(value, copy=True)
         for axis, removed in self.pruned.masks.get(t, ()):
             if out.dtype.kind == "f" and removed.size:
-                index: list[object] = [slice(None)] * out.ndim
+                index: list[slice | np.ndarray] = [slice(None)] * out.ndim
                 index[axis] = removed
                 out[tuple(index)] = 0
         return out
