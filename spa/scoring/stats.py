@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,12 @@ SAMPLES = 4096
 #: patch would be independent, which real feature maps (and images, far more) are not.
 FEATURE_RHO = 0.8
 INPUT_RHO = 0.98
+
+
+def static_dims(dims: Sequence[int | None]) -> tuple[int, ...] | None:
+    """``dims`` when every one of them is known, else None."""
+    known = tuple(d for d in dims if d is not None)
+    return known if len(known) == len(dims) else None
 
 
 def tap_correlation(kshape: tuple[int, ...], rho: float) -> np.ndarray:
@@ -184,13 +190,13 @@ class MomentEstimator:
         if node is not None and node.op_type in ("Flatten", "Reshape"):
             src = node.input[0]
             shape = self.ctx.shape(src)
-            inner = shape[2:] if shape is not None else None
-            if inner is not None and all(d is not None for d in inner) and self.ctx.dim(tensor, 1) == \
-                    (self.ctx.dim(src, 1) or 0) * int(np.prod(inner, dtype=np.int64)):  # type: ignore[arg-type]
+            inner = static_dims(shape[2:]) if shape is not None else None
+            if inner is not None and self.ctx.dim(tensor, 1) == \
+                    (self.ctx.dim(src, 1) or 0) * int(np.prod(inner, dtype=np.int64)):
                 ch = self.moments(src)
                 if ch is None:
                     return None
-                k = int(np.prod(inner, dtype=np.int64))  # type: ignore[arg-type]
+                k = int(np.prod(inner, dtype=np.int64))
                 return np.repeat(ch[0], k), np.repeat(ch[1], k)
         x = self.samples(tensor)
         if x is None:
@@ -353,10 +359,8 @@ def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> Callable[[]
     m = x.mean(axis=0)
     second = x.T @ x / x.shape[0]
     taps = consumer.cols // x.shape[1]
-    dims = (est.ctx.shape(consumer.weight) or ())[2:] if consumer.kind == "conv" else ()
-    kshape = tuple(int(k) for k in dims if k is not None)
-    static = len(kshape) == len(dims) > 0
-    corr = tap_correlation(kshape, FEATURE_RHO) if static and int(np.prod(kshape)) == taps else np.eye(taps)
+    kshape = static_dims((est.ctx.shape(consumer.weight) or ())[2:]) if consumer.kind == "conv" else ()
+    corr = tap_correlation(kshape, FEATURE_RHO) if kshape and int(np.prod(kshape)) == taps else np.eye(taps)
     return lambda: _kron_h(second, m, corr)
 
 
@@ -435,8 +439,9 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], r
 def consumer_rows(c: Consumer, x: np.ndarray, ctx: ModelContext, rows: int, rng: np.random.Generator) -> np.ndarray:
     if c.kind == "conv":
         shape = ctx.shape(c.weight)
-        assert shape is not None
-        return conv_patches(x, c.node, tuple(int(d) for d in shape[2:]), rows, rng)  # type: ignore[arg-type]
+        kshape = static_dims(shape[2:]) if shape is not None else None
+        assert kshape is not None, f"conv weight '{c.weight}' has no static kernel shape"
+        return conv_patches(x, c.node, kshape, rows, rng)
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > rows:
         flat = flat[rng.choice(flat.shape[0], size=rows, replace=False)]
@@ -467,7 +472,8 @@ class Accumulator:
 
 
 def _stream(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
-            accumulators: dict[str, Accumulator | ColumnMoments], rows_per_batch: int, seed: int, device: str) -> None:
+            accumulators: Mapping[str, Accumulator | ColumnMoments], rows_per_batch: int, seed: int,
+            device: str) -> None:
     """Feed every batch's unfolded consumer inputs (subsampled) to their accumulators."""
 
     names = sorted({c.x for c in consumers})
@@ -483,7 +489,7 @@ def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator
                  rows_per_batch: int = 2048, seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
     """``H`` for every consumer (by node name) from onnxruntime activations of ``batches``."""
     acc = {c.node.name: Accumulator(np.zeros((c.cols + 1, c.cols + 1))) for c in consumers}
-    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)
     return {k: a.value() for k, a in acc.items() if a.n}
 
 
@@ -514,5 +520,5 @@ def activation_moments(consumers: list[Consumer], ctx: ModelContext, batches: It
                        device: str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per consumer (by node name): mean, variance and mean |x| of every input column."""
     acc = {c.node.name: ColumnMoments(np.zeros(c.cols), np.zeros(c.cols), np.zeros(c.cols)) for c in consumers}
-    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)
     return {k: a.mean_var_abs() for k, a in acc.items() if a.n}
