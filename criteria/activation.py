@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from spa.criteria.base import Criterion
-from spa.criteria.l2 import L2Criterion
-from spa.criteria.obspa import OBSPACriterion
 
 from spa.analysis.consumers import find_consumers
 from spa.analysis.groups import Group
+from spa.criteria.base import Criterion
+from spa.criteria.l2 import L2Criterion
+from spa.criteria.obspa import OBSPACriterion
 from spa.errors import InvalidArgumentError
 from spa.model.graph import ModelContext
 from spa.scoring.stats import activation_moments
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class ActivationCriterion(Criterion):
+    """Scores a unit by the mean absolute activation ``E|x_j|`` its readers (Conv, Gemm, MatMul)
+    see on its columns, measured on ``--calib`` inputs or, without them, on synthetic ``N(0, 1)`` inputs.
+
+    Refuses ``--stats data`` without ``--calib``. A group with no consumer falls back to ``l2``.
+    Changes no weights.
+    """
+
     name = "activation"
 
     def __init__(self, seed: int = 0, stats: str = "auto", calib: dict[str, np.ndarray] | None = None,

@@ -10,16 +10,22 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from spa.criteria.base import Criterion
-from spa.criteria.l2 import L2Criterion
 
 from spa.analysis.groups import Group
+from spa.criteria.base import Criterion
+from spa.criteria.l2 import L2Criterion
 from spa.model.graph import ModelContext
 
 log = logging.getLogger(__name__)
 
 
 class BNScaleCriterion(Criterion):
+    """Scores a unit by ``|gamma|`` of the BatchNormalizations on its channels (network slimming).
+
+    Needs no data. A group with no BatchNorm cannot be scored this way and falls back to ``l2``
+    (logged). Changes no weights.
+    """
+
     name = "bn-scale"
 
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:

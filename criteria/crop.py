@@ -15,13 +15,19 @@ data. Meant for pruning at initialisation (the structured form is CroP-S). Needs
 from __future__ import annotations
 
 import numpy as np
-from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 
 from spa.analysis.groups import Group
+from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 from spa.model.graph import ModelContext
 
 
 class CroPCriterion(GradientCriterion):
+    """Scores a unit by ``Σ |w · (H g)_w|`` over its weights (CroP: gradient-flow change either way).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "crop"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

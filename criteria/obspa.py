@@ -130,6 +130,16 @@ def sample_count(ctx: ModelContext) -> int:
 
 
 class OBSPACriterion(Criterion):
+    """Scores a unit by greedy block OBS over the group's consumers (Conv, Gemm, MatMul) and refits
+    their surviving weights and biases in closed form.
+
+    Statistics are ``synthetic`` (the default without ``--calib``), ``data`` (the default with it) or
+    ``moments``. Refuses an unknown
+    ``--stats`` and ``--stats data`` without ``--calib``. A group with no usable consumer (read by a
+    ConvTranspose, or through a shared weight) falls back to ``l2`` and is not compensated; when the
+    model cannot be run for statistics the remaining groups fall back to ``l2`` as well (logged).
+    """
+
     name = "obspa"
     compensates = True
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-from spa.criteria.base import Criterion
 
 from spa.analysis.groups import Group
+from spa.criteria.base import Criterion
 from spa.model.graph import ModelContext
 
 
 class RandomCriterion(Criterion):
-    """Same seed and model give the same choice; each group draws from its own stream."""
+    """Scores units uniformly at random (a baseline); same seed and model give the same choice, each
+    group drawing from its own stream.
+
+    Needs no data and scores every group. Changes no weights.
+    """
 
     name = "random"
 

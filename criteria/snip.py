@@ -13,13 +13,19 @@ as well. Needs labelled data (see :mod:`spa.criteria.gradient`).
 from __future__ import annotations
 
 import numpy as np
-from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 
 from spa.analysis.groups import Group
+from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 from spa.model.graph import ModelContext
 
 
 class SNIPCriterion(GradientCriterion):
+    """Scores a unit by ``Σ |w · g_w|`` over its weights (SNIP connection sensitivity).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "snip"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

@@ -15,13 +15,20 @@ score lowest and are removed first. Needs labelled data (see :mod:`spa.criteria.
 from __future__ import annotations
 
 import numpy as np
-from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 
 from spa.analysis.groups import Group
+from spa.criteria.gradient import GradientCriterion, GradientRun, aggregate
 from spa.model.graph import ModelContext
 
 
 class TaylorCriterion(GradientCriterion):
+    """Scores a unit by the per-mini-batch squared first-order loss change ``(Σ w · ∂L_b/∂w)²``,
+    averaged over batches (Molchanov et al.).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "taylor"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:
