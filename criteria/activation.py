@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class ActivationCriterion(Criterion):
+    """Scores a unit by the mean absolute activation ``E|x_j|`` its readers (Conv, Gemm, MatMul)
+    see on its columns, measured on ``--calib`` inputs or, without them, on synthetic ``N(0, 1)`` inputs.
+
+    Refuses ``--stats data`` without ``--calib``. A group with no consumer falls back to ``l2``.
+    Changes no weights.
+    """
+
     name = "activation"
     options = ("stats", "calib")
 

@@ -19,7 +19,8 @@ from spa.records import KeptUnits
 
 
 class Criterion:
-    """Base class. Subclasses set ``name`` and implement :meth:`score`."""
+    """Base class. Subclasses set ``name`` and implement :meth:`score`; their docstrings say what
+    they score and what they refuse (data they need, groups they cannot score)."""
 
     name: ClassVar[str] = ""
     #: True when the criterion changes surviving weights (then masked equivalence does not hold).

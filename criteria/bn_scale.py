@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 
 
 class BNScaleCriterion(Criterion):
+    """Scores a unit by ``|gamma|`` of the BatchNormalizations on its channels (network slimming).
+
+    Needs no data. A group with no BatchNorm cannot be scored this way and falls back to ``l2``
+    (logged). Changes no weights.
+    """
+
     name = "bn-scale"
 
     def score(self, group: Group, ctx: ModelContext) -> np.ndarray:

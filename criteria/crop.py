@@ -22,6 +22,12 @@ from spa.model.graph import ModelContext
 
 
 class CroPCriterion(GradientCriterion):
+    """Scores a unit by ``Σ |w · (H g)_w|`` over its weights (CroP: gradient-flow change either way).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "crop"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

@@ -48,7 +48,12 @@ Arrays = dict[str, np.ndarray]
 
 
 class GradientCriterion(Criterion):
-    """Base class: labelled data in, per-weight gradients (and Hessian-gradient products) out."""
+    """Base class: labelled data in, per-weight gradients (and Hessian-gradient products) out.
+
+    Refuses (InvalidArgumentError) an unknown ``--loss``, missing ``--calib`` data or labels, a
+    label count that differs from the sample count, and non-integer labels for cross-entropy.
+    Needs torch. Changes no weights.
+    """
 
     #: True for criteria that cannot score without labelled data (``--calib`` with labels).
     needs_labels: ClassVar[bool] = True
@@ -104,6 +109,7 @@ def aggregate(group: Group, ctx: ModelContext, saliency: Arrays, absolute: bool 
     reduce: Callable[[np.ndarray, tuple[int, ...]], np.ndarray] = (
         (lambda t, axes: np.abs(t).sum(axis=axes, dtype=np.float64)) if absolute
         else (lambda t, axes: t.sum(axis=axes, dtype=np.float64)))
+    # _SaliencyView is a duck-typed ModelContext (everything but ``array`` is forwarded), not a subclass.
     return aggregate_over_params(group, _SaliencyView(ctx, saliency), reduce)  # type: ignore[arg-type]
 
 

@@ -25,6 +25,13 @@ from spa.model.graph import ModelContext
 
 
 class GraSPCriterion(GradientCriterion):
+    """Scores a unit by the signed ``Σ w · (H g)_w`` over its weights (negated GraSP: the lowest keep
+    the gradient flow best when removed).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "grasp"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

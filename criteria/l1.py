@@ -10,7 +10,11 @@ from spa.model.graph import ModelContext
 
 
 class L1Criterion(Criterion):
-    """Sum of absolute values over all member weights (filters, BN params, consumer columns)."""
+    """Scores a unit by the sum of ``|w|`` over all its member weights (filters, BN params, consumer columns).
+
+    Needs no data and scores every group; quantized (QDQ) weights count with their dequantized
+    values, their scales and zero points not at all. Changes no weights.
+    """
 
     name = "l1"
 

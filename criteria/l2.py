@@ -10,7 +10,11 @@ from spa.model.graph import ModelContext
 
 
 class L2Criterion(Criterion):
-    """sqrt of the sum of squares over all member weights of the unit."""
+    """Scores a unit by the Euclidean norm of all its member weights (filters, BN params, consumer columns).
+
+    Needs no data and scores every group (it is the other criteria's fallback); quantized (QDQ)
+    weights count with their dequantized values. Changes no weights.
+    """
 
     name = "l2"
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from spa.criteria.base import Criterion
@@ -59,6 +59,15 @@ SAMPLE_MACS = 6.4e10
 #: ... and whose cached activations (two worlds) fit in this many bytes, within these bounds.
 SAMPLE_BYTES = 1 << 29
 MIN_SAMPLES, MAX_SAMPLES = 16, 256
+#: A consumer's input statistics: ``(mean, var)`` per column (independent features), a function
+#: that builds the augmented ``H`` on demand, or ``H`` itself.
+ColumnStats = tuple[np.ndarray, np.ndarray] | Callable[[], np.ndarray] | np.ndarray
+
+
+def _run_failures() -> tuple[type[BaseException], ...]:
+    """What running (a slice of) the model can raise that OBSPA survives: SPA's own errors
+    (inputs that cannot be generated) and onnxruntime's failures."""
+    return (SpaError, *runtime_errors())
 
 
 def _finite_or_none(comp: Compensation) -> Compensation | None:
@@ -97,6 +106,16 @@ def sample_count(ctx: ModelContext) -> int:
 
 
 class OBSPACriterion(Criterion):
+    """Scores a unit by greedy block OBS over the group's consumers (Conv, Gemm, MatMul) and refits
+    their surviving weights and biases in closed form.
+
+    Statistics are ``synthetic`` (the default without ``--calib``), ``data`` (the default with it) or
+    ``moments``. Refuses an unknown
+    ``--stats`` and ``--stats data`` without ``--calib``. A group with no usable consumer (read by a
+    ConvTranspose, or through a shared weight) falls back to ``l2`` and is not compensated; when the
+    model cannot be run for statistics the remaining groups fall back to ``l2`` as well (logged).
+    """
+
     name = "obspa"
     compensates = True
     options = ("stats", "calib")
@@ -182,10 +201,11 @@ class OBSPACriterion(Criterion):
             if not left[gid]:
                 self._scores[gid] = None
         flat = [c for gid in todo for c in self._consumers[gid]]
+        failures = _run_failures()
         try:
             self._score_stops(Worlds(ctx, flat, self._feeds(ctx), batch_stats=self.stats == "synthetic").stops(),
                               owner, left, pending, units, ctx)
-        except (SpaError, *runtime_errors()) as exc:
+        except failures as exc:
             # onnxruntime cannot run a slice of this model (or its inputs cannot be generated):
             # rank the rest by l2 and leave the weights as they are, rather than fail.
             log.warning("obspa: the model could not be run for statistics (%s); the remaining groups use l2 "
@@ -231,9 +251,10 @@ class OBSPACriterion(Criterion):
 
         if not twin_supported(ctx):
             log.info("obspa: the model has subgraphs (If/Loop/Scan); compensation is not sequential")
+        failures = _run_failures()
         try:
             return _finite_or_none(self._compensate_sequential(by_id, kept_units, pruned, ctx))
-        except (SpaError, *runtime_errors()) as exc:
+        except failures as exc:
             log.warning("obspa: the model could not be run for compensation (%s); it is not compensated",
                         str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
             return None
@@ -306,14 +327,14 @@ class OBSPACriterion(Criterion):
                     layers.append((c, ObsLayer(w, c.col_unit, h=st)))
             self._layers[g.id] = layers
 
-    def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, object]:
+    def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, ColumnStats]:
         """Per consumer (moments): ``(mean, var)`` of its columns, or a function that builds its ``H``."""
         if not consumers:
             return {}
 
         consumers = sorted(consumers, key=lambda c: ctx.node_index[c.node.name])
         est = MomentEstimator(ctx, seed=self.seed, readers=[c.x for c in consumers])
-        out: dict[str, object] = {}
+        out: dict[str, ColumnStats] = {}
         for c in consumers:
             st = consumer_statistics(c, est)
             if st is not None:

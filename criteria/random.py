@@ -10,7 +10,11 @@ from spa.model.graph import ModelContext
 
 
 class RandomCriterion(Criterion):
-    """Same seed and model give the same choice; each group draws from its own stream."""
+    """Scores units uniformly at random (a baseline); same seed and model give the same choice, each
+    group drawing from its own stream.
+
+    Needs no data and scores every group. Changes no weights.
+    """
 
     name = "random"
 

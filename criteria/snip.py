@@ -20,6 +20,12 @@ from spa.model.graph import ModelContext
 
 
 class SNIPCriterion(GradientCriterion):
+    """Scores a unit by ``Σ |w · g_w|`` over its weights (SNIP connection sensitivity).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "snip"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

@@ -22,6 +22,13 @@ from spa.model.graph import ModelContext
 
 
 class TaylorCriterion(GradientCriterion):
+    """Scores a unit by the per-mini-batch squared first-order loss change ``(Σ w · ∂L_b/∂w)²``,
+    averaged over batches (Molchanov et al.).
+
+    Refuses to run without labelled data (``--calib`` with labels or targets) or without torch.
+    Changes no weights.
+    """
+
     name = "taylor"
 
     def unit_scores(self, groups: list[Group], ctx: ModelContext, run: GradientRun) -> dict[int, np.ndarray]:

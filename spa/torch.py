@@ -29,6 +29,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 from spa.errors import PlanError
 from spa.model.io import load_model
@@ -46,6 +47,8 @@ _NAME_HINT = (
 )
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+#: A layer that can take a bias the pruned ONNX model adds: any Conv, ConvTranspose or Linear.
+_Biasable = _ConvNd | nn.Linear
 
 
 @dataclass
@@ -246,9 +249,9 @@ def _layer_attributes(m: nn.Module, held: dict[str, _Tensor]) -> dict[str, objec
     return None
 
 
-def _conv_groups(m: nn.Module, weight: _Tensor | None, label: str) -> int:
+def _conv_groups(m: _ConvNd, weight: _Tensor | None, label: str) -> int:
     """The number of conv groups left: those that keep channels on the weight's group axis (0)."""
-    g = int(m.groups)  # type: ignore[arg-type]
+    g = int(m.groups)
     e = weight.cuts.get(0) if weight is not None else None
     if g == 1 or e is None:
         return g
@@ -288,10 +291,10 @@ def _weight_copies(source: onnx.ModelProto, tensors: dict[str, _Tensor]) -> dict
 
 
 def _new_biases(source: onnx.ModelProto, module: nn.Module,
-                tensors: dict[str, _Tensor]) -> list[tuple[nn.Module, np.ndarray]]:
+                tensors: dict[str, _Tensor]) -> list[tuple[_Biasable, np.ndarray]]:
     """Biases the pruned model gives to Conv/Gemm nodes whose torch layer has ``bias=None``."""
     inits = {i.name: i for i in source.graph.initializer}
-    out: list[tuple[nn.Module, np.ndarray]] = []
+    out: list[tuple[_Biasable, np.ndarray]] = []
     for node in source.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "Gemm") or len(node.input) < 3:
             continue

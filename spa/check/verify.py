@@ -66,7 +66,7 @@ class Verification:
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        for o, od in zip(d["outputs"], self.outputs):  # type: ignore[arg-type]
+        for o, od in zip(d["outputs"], self.outputs):
             o["rel"] = od.rel
         return d
 
@@ -106,8 +106,8 @@ def mask_model(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
                 raise PlanError(f"plan says '{name}' axis {s.axis} has size {s.size}; the model disagrees")
             drop = np.ones(s.size, bool)
             drop[np.asarray(s.keep, dtype=np.int64)] = False
-            idx = [slice(None)] * arr.ndim
-            idx[s.axis] = drop  # type: ignore[call-overload]
+            idx: list[slice | np.ndarray] = [slice(None)] * arr.ndim
+            idx[s.axis] = drop
             arr[tuple(idx)] = 0
         proto.CopyFrom(numpy_helper.from_array(arr, name))
     return masked

@@ -146,8 +146,8 @@ _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "Less": torch.lt, "GreaterOrEqual": torch.ge, "LessOrEqual": torch.le, "And": torch.logical_and,
     "Or": torch.logical_or, "Xor": torch.logical_xor,
 }
-for _name, _fn in _BINARY.items():
-    OPS[_name] = functools.partial(lambda ins, a, n, f: f(ins[0], ins[1]), f=_fn)
+for _name, _binary in _BINARY.items():
+    OPS[_name] = functools.partial(lambda ins, a, n, f: f(ins[0], ins[1]), f=_binary)
 
 
 @op("Div")
@@ -170,7 +170,9 @@ def _mod(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
 
 @op("Sum", "Mean", "Max", "Min")
 def _variadic(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
-    fn = {"Sum": torch.add, "Mean": torch.add, "Max": torch.maximum, "Min": torch.minimum}[n.op_type]
+    fns: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "Sum": torch.add, "Mean": torch.add, "Max": torch.maximum, "Min": torch.minimum}
+    fn = fns[n.op_type]
     out = functools.reduce(fn, ins)
     return out / len(ins) if n.op_type == "Mean" else out
 
@@ -655,7 +657,8 @@ def _gather_nd(ins: list[Any], a: Attrs, n: NodeInfo) -> torch.Tensor:
     sizes = torch.tensor(xb.shape[1:k + 1], dtype=torch.int64)
     ib = torch.where(ib < 0, ib + sizes, ib)
     rows = torch.arange(xb.shape[0]).unsqueeze(1).expand(ib.shape[:2])
-    picked = xb[(rows, *ib.unbind(-1))]  # (B, M, d_{b+k}, ...)
+    index = (rows, *ib.unbind(-1))
+    picked = xb[index]  # (B, M, d_{b+k}, ...)
     return picked.reshape(*batch, *idx.shape[b:-1], *x.shape[b + k:])
 
 

@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import onnx
@@ -166,7 +166,8 @@ def _check_options(warmup: int, runs: int, threads: int, batch: int | None, seco
 # ---- inputs --------------------------------------------------------------------------------
 
 
-def _static(d: int | str | None) -> bool:
+def _static(d: int | str | None) -> TypeGuard[int]:
+    """Whether ``d`` is a fixed, positive size (not a symbol, not unknown)."""
     return isinstance(d, int) and d > 0
 
 
@@ -212,7 +213,7 @@ def resolve_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] |
             s = []
             for k, d in enumerate(dims):
                 if _static(d):
-                    s.append(int(d))  # type: ignore[arg-type]
+                    s.append(int(d))
                 elif k == 0:
                     s.append(batch or 1)
                 else:

@@ -17,7 +17,7 @@ import numpy as np
 from spa.analysis.consumers import Consumer
 from spa.model.graph import ModelContext
 from spa.scoring.obs import LowRankH, moment, shrink, shrink_weight
-from spa.scoring.stats import conv_patches, conv_windows
+from spa.scoring.stats import conv_patches, conv_windows, static_dims
 
 #: Multiply-adds per moment matrix (rows x cols²) ...
 H_MACS = 1e10
@@ -63,9 +63,9 @@ def input_rows(c: Consumer, ctx: ModelContext, xs: list[np.ndarray]) -> np.ndarr
         pick = np.unique(np.linspace(0, total - 1, row_count(c.cols, total)).round().astype(np.int64))
         return np.concatenate(flat)[pick].astype(np.float32, copy=False)
     wshape = ctx.shape(c.weight)
-    if wshape is None or xs[0].ndim != len(wshape) or xs[0].shape[1] * int(np.prod(wshape[2:])) != c.cols:  # type: ignore[arg-type]
+    kshape = static_dims(wshape[2:]) if wshape is not None else None
+    if wshape is None or kshape is None or xs[0].ndim != len(wshape) or xs[0].shape[1] * int(np.prod(kshape)) != c.cols:
         return None
-    kshape = tuple(int(k) for k in wshape[2:])  # type: ignore[arg-type]
     per_sample = int(np.prod(conv_windows(xs[0][:1], c.node, kshape).shape[2:2 + len(kshape)], dtype=np.int64))
     samples = sum(len(a) for a in xs)
     rows = row_count(c.cols, per_sample * samples)

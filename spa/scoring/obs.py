@@ -164,8 +164,8 @@ def removal_scores(layers: list[ObsLayer], n_units: int, rounds: int = 16) -> np
     while len(alive) > 1:
         total = dict.fromkeys(alive, 0.0)
         for w, hinv, col_unit in work:
-            for u, cost in _costs(w, hinv, _unit_blocks(col_unit), alive).items():
-                total[u] += cost
+            for u, unit_cost in _costs(w, hinv, _unit_blocks(col_unit), alive).items():
+                total[u] += unit_cost
         chosen = sorted(alive, key=lambda u: (total[u], u))[: min(step, len(alive) - 1)]
         for i, u in enumerate(chosen):
             score[u] = rank + i + total[u] / (1.0 + total[u])  # rank, tie-broken by cost

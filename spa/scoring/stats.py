@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from spa.analysis.consumers import Consumer
-from spa.model.graph import ModelContext, attr
+from spa.model.graph import ModelContext, attr_float, attr_int, attr_ints, attr_str
 from spa.model.runtime import probe_session
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ SAMPLES = 4096
 #: patch would be independent, which real feature maps (and images, far more) are not.
 FEATURE_RHO = 0.8
 INPUT_RHO = 0.98
+
+
+def static_dims(dims: Sequence[int | None]) -> tuple[int, ...] | None:
+    """``dims`` when every one of them is known, else None."""
+    known = tuple(d for d in dims if d is not None)
+    return known if len(known) == len(dims) else None
 
 
 def tap_correlation(kshape: tuple[int, ...], rho: float) -> np.ndarray:
@@ -66,49 +72,58 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return s * y
 
 
+UnaryRule = Callable[[onnx.NodeProto, np.ndarray, ModelContext], np.ndarray | None]
+
+
+def _clip(node: onnx.NodeProto, x: np.ndarray, ctx: ModelContext) -> np.ndarray | None:
+    """Clip with bounds from inputs 1/2 (opset 11+) or the ``min``/``max`` attributes; None if not constant."""
+    lo = _scalar(ctx, node, 1, attr_float(node, "min", -np.inf))
+    hi = _scalar(ctx, node, 2, attr_float(node, "max", np.inf))
+    return None if lo is None or hi is None else np.clip(x, lo, hi)
+
+
+def _selu(node: onnx.NodeProto, x: np.ndarray, ctx: ModelContext) -> np.ndarray:
+    a, g = attr_float(node, "alpha", 1.67326), attr_float(node, "gamma", 1.0507)
+    return g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
+
+
+def _gelu_node(node: onnx.NodeProto, x: np.ndarray, ctx: ModelContext) -> np.ndarray:
+    """Gelu, tanh-approximated only when the node asks for it (else the erf form)."""
+    return _gelu(x) if attr_str(node, "approximate", "none") == "tanh" else 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+#: Element-wise ops applied exactly to samples: op type -> ``f(node, x, ctx)``. A rule may answer
+#: None (a Clip bound that is not a constant); an op not listed stops the moment model there.
+_UNARY: dict[str, UnaryRule] = {
+    **{op: (lambda n, x, c: x) for op in ("Identity", "Dropout", "Cast", "CastLike")},
+    "Relu": lambda n, x, c: np.maximum(x, 0),
+    "LeakyRelu": lambda n, x, c: np.where(x >= 0, x, attr_float(n, "alpha", 0.01) * x),
+    "Sigmoid": lambda n, x, c: 1.0 / (1.0 + np.exp(-x)),
+    "Tanh": lambda n, x, c: np.tanh(x),
+    "HardSigmoid": lambda n, x, c: np.clip(attr_float(n, "alpha", 0.2) * x + attr_float(n, "beta", 0.5), 0, 1),
+    "HardSwish": lambda n, x, c: x * np.clip(x / 6.0 + 0.5, 0, 1),
+    "Elu": lambda n, x, c: np.where(x > 0, x, attr_float(n, "alpha", 1.0) * np.expm1(np.minimum(x, 0))),
+    "Selu": _selu,
+    "Softplus": lambda n, x, c: np.logaddexp(0, x),
+    "Mish": lambda n, x, c: x * np.tanh(np.logaddexp(0, x)),
+    "Gelu": _gelu_node,
+    "Erf": lambda n, x, c: _erf(x),
+    "Neg": lambda n, x, c: -x,
+    "Abs": lambda n, x, c: np.abs(x),
+    "Clip": _clip,
+}
+
+
 def _unary(node: onnx.NodeProto, x: np.ndarray, ctx: ModelContext) -> np.ndarray | None:
-    op = node.op_type
-    if op in ("Identity", "Dropout", "Cast", "CastLike"):
-        return x
-    if op == "Relu":
-        return np.maximum(x, 0)
-    if op == "LeakyRelu":
-        return np.where(x >= 0, x, float(attr(node, "alpha", 0.01)) * x)  # type: ignore[arg-type]
-    if op == "Sigmoid":
-        return 1.0 / (1.0 + np.exp(-x))
-    if op == "Tanh":
-        return np.tanh(x)
-    if op == "HardSigmoid":
-        return np.clip(float(attr(node, "alpha", 0.2)) * x + float(attr(node, "beta", 0.5)), 0, 1)  # type: ignore[arg-type]
-    if op == "HardSwish":
-        return x * np.clip(x / 6.0 + 0.5, 0, 1)
-    if op == "Elu":
-        return np.where(x > 0, x, float(attr(node, "alpha", 1.0)) * np.expm1(np.minimum(x, 0)))  # type: ignore[arg-type]
-    if op == "Selu":
-        a, g = float(attr(node, "alpha", 1.67326)), float(attr(node, "gamma", 1.0507))  # type: ignore[arg-type]
-        return g * np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))
-    if op == "Softplus":
-        return np.logaddexp(0, x)
-    if op == "Mish":
-        return x * np.tanh(np.logaddexp(0, x))
-    if op == "Gelu":
-        return _gelu(x) if attr(node, "approximate", "none") in ("tanh", b"tanh") else 0.5 * x * (1 + _erf(x / math.sqrt(2)))
-    if op == "Erf":
-        return _erf(x)
-    if op == "Neg":
-        return -x
-    if op == "Abs":
-        return np.abs(x)
-    if op == "Clip":
-        lo = _scalar(ctx, node, 1, attr(node, "min", -np.inf))
-        hi = _scalar(ctx, node, 2, attr(node, "max", np.inf))
-        return None if lo is None or hi is None else np.clip(x, lo, hi)
-    return None
+    """Samples of element-wise ``node``'s output from samples ``x`` of its input; None if not modelled."""
+    rule = _UNARY.get(node.op_type)
+    return None if rule is None else rule(node, x, ctx)
 
 
-def _scalar(ctx: ModelContext, node: onnx.NodeProto, i: int, default: object) -> float | None:
+def _scalar(ctx: ModelContext, node: onnx.NodeProto, i: int, default: float) -> float | None:
+    """Constant scalar input ``i`` of ``node``; ``default`` when the input is absent, None if not constant."""
     if len(node.input) <= i or not node.input[i]:
-        return float(default)  # type: ignore[arg-type]
+        return float(default)
     v = ctx.constant_value(node.input[i])
     return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
 
@@ -175,13 +190,13 @@ class MomentEstimator:
         if node is not None and node.op_type in ("Flatten", "Reshape"):
             src = node.input[0]
             shape = self.ctx.shape(src)
-            inner = shape[2:] if shape is not None else None
-            if inner is not None and all(d is not None for d in inner) and self.ctx.dim(tensor, 1) == \
-                    (self.ctx.dim(src, 1) or 0) * int(np.prod(inner, dtype=np.int64)):  # type: ignore[arg-type]
+            inner = static_dims(shape[2:]) if shape is not None else None
+            if inner is not None and self.ctx.dim(tensor, 1) == \
+                    (self.ctx.dim(src, 1) or 0) * int(np.prod(inner, dtype=np.int64)):
                 ch = self.moments(src)
                 if ch is None:
                     return None
-                k = int(np.prod(inner, dtype=np.int64))  # type: ignore[arg-type]
+                k = int(np.prod(inner, dtype=np.int64))
                 return np.repeat(ch[0], k), np.repeat(ch[1], k)
         x = self.samples(tensor)
         if x is None:
@@ -230,12 +245,13 @@ class MomentEstimator:
         if op in _PASS or op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
             x = self.samples(node.input[0])
             return x if x is not None and x.shape[1] == c else None
-        if op == "Concat" and int(attr(node, "axis", 0)) % (ctx.rank(tensor) or 1) == 1:  # type: ignore[arg-type]
+        if op == "Concat" and attr_int(node, "axis", 0) % (ctx.rank(tensor) or 1) == 1:
             parts = [self.samples(i) for i in node.input]
-            return None if any(p is None for p in parts) else np.concatenate(parts, axis=1)  # type: ignore[arg-type]
+            known = [p for p in parts if p is not None]
+            return np.concatenate(known, axis=1) if len(known) == len(parts) else None
         if op in _BINARY:
-            a, b = (self._operand(i, c) for i in node.input[:2])
-            return None if a is None or b is None else _BINARY[op](a, b)
+            lhs, rhs = (self._operand(i, c) for i in node.input[:2])
+            return None if lhs is None or rhs is None else _BINARY[op](lhs, rhs)
         if op in ("Conv", "Gemm", "MatMul"):
             return self._linear(node, c)
         x = self.samples(node.input[0]) if node.input else None
@@ -280,7 +296,7 @@ class MomentEstimator:
         b = np.broadcast_to(np.asarray(b, np.float64).reshape(-1), (c,))
         op = node.op_type
         if op == "Conv":
-            groups = int(attr(node, "group", 1))  # type: ignore[arg-type]
+            groups = attr_int(node, "group", 1)
             taps = int(np.prod(w.shape[2:], dtype=np.int64))
             if w.shape[0] != c or x.shape[1] != w.shape[1] * groups:
                 return None
@@ -295,8 +311,8 @@ class MomentEstimator:
             parts = [flat[:, :, k * cin:(k + 1) * cin].reshape(flat.shape[0], -1)
                      @ wt[k * cout:(k + 1) * cout].transpose(0, 2, 1).reshape(cout, -1).T for k in range(groups)]
             return np.concatenate(parts, axis=1) + b
-        if op == "Gemm" and not int(attr(node, "transA", 0)):  # type: ignore[arg-type]
-            mat = w if int(attr(node, "transB", 0)) else w.T  # type: ignore[arg-type]
+        if op == "Gemm" and not attr_int(node, "transA", 0):
+            mat = w if attr_int(node, "transB", 0) else w.T
             return x @ mat.T + b if mat.shape == (c, x.shape[1]) else None
         if op == "MatMul" and w.ndim == 2 and w.shape == (x.shape[1], c):
             return x @ w + b
@@ -309,9 +325,9 @@ class MomentEstimator:
         if w is None:
             return None
         kind = {"Conv": "conv", "Gemm": "gemm", "MatMul": "matmul"}[node.op_type]
-        if kind == "conv" and int(attr(node, "group", 1)) != 1:  # type: ignore[arg-type]
+        if kind == "conv" and attr_int(node, "group", 1) != 1:
             return None
-        if kind == "gemm" and int(attr(node, "transA", 0)):  # type: ignore[arg-type]
+        if kind == "gemm" and attr_int(node, "transA", 0):
             return None
         fake = Consumer(node, kind, node.input[1], node.input[2] if len(node.input) > 2 and node.input[2] else None,
                         node.input[0], np.zeros(0, np.int64), 0)
@@ -343,7 +359,7 @@ def consumer_statistics(consumer: Consumer, est: MomentEstimator) -> Callable[[]
     m = x.mean(axis=0)
     second = x.T @ x / x.shape[0]
     taps = consumer.cols // x.shape[1]
-    kshape = tuple(int(k) for k in (est.ctx.shape(consumer.weight) or ())[2:]) if consumer.kind == "conv" else ()
+    kshape = static_dims((est.ctx.shape(consumer.weight) or ())[2:]) if consumer.kind == "conv" else ()
     corr = tap_correlation(kshape, FEATURE_RHO) if kshape and int(np.prod(kshape)) == taps else np.eye(taps)
     return lambda: _kron_h(second, m, corr)
 
@@ -375,14 +391,19 @@ def column_moments(consumer: Consumer, est: MomentEstimator) -> tuple[np.ndarray
 # --------------------------------------------------------------------------------------
 # activations from data (real or synthetic)
 # --------------------------------------------------------------------------------------
+def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    """Integer-list attribute ``name`` of ``node``, ``default`` only when it is absent."""
+    value = attr_ints(node, name)
+    return default if value is None else value
+
+
 def conv_windows(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...]) -> np.ndarray:
     """A view ``(N, C, *out, *kshape)`` of every window Conv ``node`` reads from ``x``."""
     nd = len(kshape)
-    strides = list(attr(node, "strides", [1] * nd))  # type: ignore[arg-type]
-    dil = list(attr(node, "dilations", [1] * nd))  # type: ignore[arg-type]
-    pads = list(attr(node, "pads", [0] * (2 * nd)))  # type: ignore[arg-type]
-    auto = attr(node, "auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    strides = _ints(node, "strides", [1] * nd)
+    dil = _ints(node, "dilations", [1] * nd)
+    pads = _ints(node, "pads", [0] * (2 * nd))
+    auto = attr_str(node, "auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = [0] * (2 * nd)
         for i in range(nd):
@@ -410,15 +431,17 @@ def conv_patches(x: np.ndarray, node: onnx.NodeProto, kshape: tuple[int, ...], r
     total = n * int(np.prod(out_shape, dtype=np.int64))
     pick = rng.choice(total, size=min(rows, total), replace=False)
     idx = np.unravel_index(pick, (n, *out_shape))
-    sel = win[(idx[0], slice(None), *idx[1:])]  # (picked, C, k...)
+    index = (idx[0], slice(None), *idx[1:])
+    sel = win[index]  # (picked, C, k...)
     return sel.reshape(len(pick), ch * int(np.prod(kshape, dtype=np.int64)))
 
 
 def consumer_rows(c: Consumer, x: np.ndarray, ctx: ModelContext, rows: int, rng: np.random.Generator) -> np.ndarray:
     if c.kind == "conv":
         shape = ctx.shape(c.weight)
-        assert shape is not None
-        return conv_patches(x, c.node, tuple(int(d) for d in shape[2:]), rows, rng)  # type: ignore[arg-type]
+        kshape = static_dims(shape[2:]) if shape is not None else None
+        assert kshape is not None, f"conv weight '{c.weight}' has no static kernel shape"
+        return conv_patches(x, c.node, kshape, rows, rng)
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] > rows:
         flat = flat[rng.choice(flat.shape[0], size=rows, replace=False)]
@@ -449,7 +472,8 @@ class Accumulator:
 
 
 def _stream(consumers: list[Consumer], ctx: ModelContext, batches: Iterator[dict[str, np.ndarray]],
-            accumulators: dict[str, Accumulator | ColumnMoments], rows_per_batch: int, seed: int, device: str) -> None:
+            accumulators: Mapping[str, Accumulator | ColumnMoments], rows_per_batch: int, seed: int,
+            device: str) -> None:
     """Feed every batch's unfolded consumer inputs (subsampled) to their accumulators."""
 
     names = sorted({c.x for c in consumers})
@@ -465,7 +489,7 @@ def activation_H(consumers: list[Consumer], ctx: ModelContext, batches: Iterator
                  rows_per_batch: int = 2048, seed: int = 0, device: str = "cpu") -> dict[str, np.ndarray]:
     """``H`` for every consumer (by node name) from onnxruntime activations of ``batches``."""
     acc = {c.node.name: Accumulator(np.zeros((c.cols + 1, c.cols + 1))) for c in consumers}
-    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)
     return {k: a.value() for k, a in acc.items() if a.n}
 
 
@@ -496,5 +520,5 @@ def activation_moments(consumers: list[Consumer], ctx: ModelContext, batches: It
                        device: str = "cpu") -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per consumer (by node name): mean, variance and mean |x| of every input column."""
     acc = {c.node.name: ColumnMoments(np.zeros(c.cols), np.zeros(c.cols), np.zeros(c.cols)) for c in consumers}
-    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)  # type: ignore[arg-type]
+    _stream(consumers, ctx, batches, acc, rows_per_batch, seed, device)
     return {k: a.mean_var_abs() for k, a in acc.items() if a.n}

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from spa.model.graph import ModelContext, attr
+from spa.model.graph import ModelContext, attr_ints
 from spa.model.inputs import derive_domains, draw, resolve_shapes, supplied
 
 #: Size given to a symbolic spatial axis of an image input.
@@ -36,11 +36,11 @@ def spatial_axes(ctx: ModelContext, name: str, rank: int) -> tuple[int, ...]:
         if node.op_type == "Conv" and node.input[0] == name:
             return tuple(range(2, rank))
         if node.op_type == "Transpose":
-            perm = attr(node, "perm")
-            if perm is None or len(perm) != rank:  # type: ignore[arg-type]
+            perm = attr_ints(node, "perm")
+            if perm is None or len(perm) != rank:
                 continue
             if any(n.op_type == "Conv" and n.input[0] == node.output[0] for n in ctx.consumers.get(node.output[0], ())):
-                return tuple(int(p) for p in list(perm)[2:])  # type: ignore[arg-type]
+                return tuple(perm[2:])
     return ()
 
 

@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from spa.analysis.consumers import Consumer
-from spa.model.graph import ModelContext, attr, subgraph_reads
+from spa.model.graph import ModelContext, attr_float, subgraph_reads
 from spa.model.runtime import make_session
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def batch_stat_norm(ctx: ModelContext, node: onnx.NodeProto, statics: dict[str, 
         return None
     x, p = node.input[0], f"{STAT}{node.name}/"
     axes = [0, *range(2, rank)]
-    eps = float(attr(node, "epsilon", 1e-5))  # type: ignore[arg-type]
+    eps = attr_float(node, "epsilon", 1e-5)
     return [
         _reduce_mean(ctx, x, p + "mean", axes, 0, p + "ReduceMean", statics),
         _reduce_mean(ctx, x, p + "mean_k", axes, 1, p + "ReduceMean_k", statics),
@@ -185,7 +185,7 @@ class Worlds:
         out = np.array(value, copy=True)
         for axis, removed in self.pruned.masks.get(t, ()):
             if out.dtype.kind == "f" and removed.size:
-                index: list[object] = [slice(None)] * out.ndim
+                index: list[slice | np.ndarray] = [slice(None)] * out.ndim
                 index[axis] = removed
                 out[tuple(index)] = 0
         return out
