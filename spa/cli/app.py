@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from spa.cli import config
 from spa.cli.commands import COMMANDS
@@ -37,7 +37,7 @@ class _Parser(argparse.ArgumentParser):
     #: Subcommand parsers by name (set on the top-level parser by :func:`build_parser`).
     subcommands: dict[str, argparse.ArgumentParser]
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"{self.prog}: usage error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

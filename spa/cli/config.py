@@ -19,7 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from spa.errors import ConfigError
 
@@ -186,7 +186,7 @@ class _Bad(Exception):
 
 
 class _Quiet(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise _Bad(message)
 
 

@@ -223,9 +223,8 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
         log.info("the original (%.3f ms) already meets the target: nothing to prune", baseline)
         details = _details(target_ms, target_speedup, baseline, None, trials, device, threads)
         details["seconds"] = time.perf_counter() - started
-        kind, target = ("latency", target_ms) if target_ms is not None else ("speedup", target_speedup)
-        return TargetResult(kind, float(target), 0.0, baseline if target_ms is not None else 1.0,  # type: ignore[arg-type]
-                            kept_at(0.0), details)
+        kind, goal = ("latency", target_ms) if target_ms is not None else ("speedup", speedup_goal)
+        return TargetResult(kind, goal, 0.0, baseline if target_ms is not None else 1.0, kept_at(0.0), details)
     # Below the ratio whose MACs give exactly the needed speedup, the ideal speedup is too small.
     lo = find_ratio(ctx, groups, scores, target_macs=min(1.0, 1.0 / needed), global_ranking=global_ranking,
                     round_to=round_to).ratio
@@ -244,9 +243,9 @@ def find_ratio_for_latency(model: onnx.ModelProto, ctx: ModelContext, groups: li
     final = next(t for t in reversed(trials) if t.ratio == ratio)
     details = _details(target_ms, target_speedup, final.baseline_ms, final, trials, device, threads)
     details["seconds"] = time.perf_counter() - started
-    kind, target, achieved = (("latency", target_ms, final.median_ms) if target_ms is not None
-                              else ("speedup", target_speedup, final.speedup))
-    return TargetResult(kind, float(target), ratio, achieved, kept_at(ratio), details)  # type: ignore[arg-type]
+    kind, goal, achieved = (("latency", target_ms, final.median_ms) if target_ms is not None
+                            else ("speedup", speedup_goal, final.speedup))
+    return TargetResult(kind, float(goal), ratio, achieved, kept_at(ratio), details)
 
 
 def _details(target_ms: float | None, target_speedup: float | None, baseline_ms: float, final: Trial | None,

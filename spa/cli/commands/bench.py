@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from spa.cli.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, check_seed, emit, shape
+from spa.cli.commands.common import DEVICE_HELP, DEVICES, EXIT_OK, add_common, check_seed, command_doc, emit, shape
 from spa.errors import InvalidArgumentError
 from spa.report.bench import MEMORY_NOTE, bench_models, format_table, load_inputs, settings_line, to_json
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("bench", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("bench", help=command_doc(run).splitlines()[0], description=command_doc(run))
     p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx files; the first is the baseline for speedups")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per model first (default 5)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per model (default 50)")

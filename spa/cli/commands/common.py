@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from spa.check.gates import load_eval, parse_count, parse_fraction
 from spa.errors import InvalidArgumentError
@@ -189,16 +190,19 @@ def check_outputs(outputs: dict[str, str | Path], inputs: list[str]) -> None:
         seen[key] = flag
 
 
-def load_side_inputs(model: object, calib: str | None, eval_path: str | None) -> tuple[Any, Any]:
+def load_side_inputs(model: onnx.ModelProto, calib: str | None, eval_path: str | None
+                     ) -> tuple[dict[str, np.ndarray] | None, dict[str, np.ndarray] | None]:
     """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
-    calib_data = eval_data = None
-    if calib:
-
-        calib_data = load_calibration(calib, model)  # type: ignore[arg-type]
-    if eval_path:
-
-        eval_data = load_eval(eval_path, model)  # type: ignore[arg-type]
+    calib_data = load_calibration(calib, model) if calib else None
+    eval_data = load_eval(eval_path, model) if eval_path else None
     return calib_data, eval_data
+
+
+def command_doc(run: Callable[..., int]) -> str:
+    """The docstring of a subcommand's ``run``: its first line is the help, the whole its description."""
+    if not run.__doc__:
+        raise TypeError(f"{run.__module__}.run has no docstring")
+    return run.__doc__
 
 
 def add_inputs_arg(p: argparse.ArgumentParser, also: str = "") -> None:

@@ -6,7 +6,15 @@ import argparse
 import json
 from typing import Any
 
-from spa.cli.commands.common import EXIT_OK, add_common, add_inputs_arg, add_shape_arg, emit, shapes_from_pairs
+from spa.cli.commands.common import (
+    EXIT_OK,
+    add_common,
+    add_inputs_arg,
+    add_shape_arg,
+    command_doc,
+    emit,
+    shapes_from_pairs,
+)
 from spa.pipeline.api import analyze
 
 
@@ -44,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("groups", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("groups", help=command_doc(run).splitlines()[0], description=command_doc(run))
     p.add_argument("model")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")

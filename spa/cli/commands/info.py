@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from spa.analysis.rules import registered_op_types
-from spa.cli.commands.common import EXIT_OK, add_common, emit
+from spa.cli.commands.common import EXIT_OK, add_common, command_doc, emit
 from spa.model.runtime import installed_runtimes
 from spa.version import __version__
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("info", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("info", help=command_doc(run).splitlines()[0], description=command_doc(run))
     add_common(p)
     p.set_defaults(func=run)
     return p

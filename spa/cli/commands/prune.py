@@ -32,6 +32,7 @@ from spa.cli.commands.common import (
     calib_targets,
     check_outputs,
     check_seed,
+    command_doc,
     count,
     emit,
     fraction,
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("prune", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("prune", help=command_doc(run).splitlines()[0], description=command_doc(run))
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratio", type=ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")

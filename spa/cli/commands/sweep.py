@@ -18,6 +18,7 @@ from spa.cli.commands.common import (
     calib_targets,
     check_outputs,
     check_seed,
+    command_doc,
     emit,
     load_side_inputs,
     runtime_args,
@@ -116,7 +117,7 @@ def _check_matplotlib() -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("sweep", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("sweep", help=command_doc(run).splitlines()[0], description=command_doc(run))
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--ratios", default="0.1:0.7:0.1", metavar="R",
                    help="START:STOP:STEP with STOP included (default 0.1:0.7:0.1), or a list 0.2,0.4,0.6")

@@ -13,6 +13,7 @@ from spa.cli.commands.common import (
     add_inputs_arg,
     add_shape_arg,
     check_seed,
+    command_doc,
     emit,
     shapes_from_pairs,
 )
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("verify", help=run.__doc__.splitlines()[0], description=run.__doc__)  # type: ignore[union-attr]
+    p = sub.add_parser("verify", help=command_doc(run).splitlines()[0], description=command_doc(run))
     p.add_argument("original")
     p.add_argument("pruned")
     p.add_argument("--plan", help="the plan that produced PRUNED (without it, outputs are compared as is)")
