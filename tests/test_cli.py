@@ -1,4 +1,5 @@
-"""Happy paths of the ``spa`` command line, run as real subprocesses (no mocks).
+"""Happy paths of the ``spa`` command line, run in process through ``run_spa`` (no mocks); the console
+script and ``python -m spa`` run as processes of their own.
 
 Exit codes: 0 ok, 1 user error, 2 usage, 3 verification failed.
 """
@@ -245,3 +246,22 @@ def test_console_script(tmp_path: Path) -> None:
         pytest.skip("the `spa` console script is not on PATH")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("spa ")
+
+
+def test_python_m_spa_in_a_process_of_its_own(run_spa_subprocess: Run, tmp_path: Path, zoo: Path) -> None:
+    """``python -m spa`` as a process: exit status 0 and 1, reports on stdout and errors on stderr,
+    and written files follow the process's umask (the in-process runs share pytest's)."""
+    shutil.copy(zoo / MODEL, tmp_path / "m.onnx")
+    before = os.umask(0o027)
+    try:
+        res = run_spa_subprocess("prune", "m.onnx", "--ratio", "0.3", "--criterion", "l1", "--plan", "plan.json",
+                                 cwd=tmp_path)
+    finally:
+        os.umask(before)
+    assert_ok(res)
+    assert res.stdout.splitlines()[-1].startswith("PASSED |") and "PASSED" not in res.stderr
+    for name in ("m.pruned.onnx", "plan.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+    res = run_spa_subprocess("prune", "missing.onnx", cwd=tmp_path)
+    assert res.returncode == 1 and res.stdout == "", res
+    assert res.stderr.startswith("spa: error: missing.onnx: no such file"), res.stderr
