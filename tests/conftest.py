@@ -115,9 +115,11 @@ def run_spa(*args: PathArg, cwd: PathArg | None = None, timeout: float = 120) ->
 
 def run_spa_subprocess(*args: PathArg, cwd: PathArg | None = None, timeout: float = 120) -> SpaRun:
     """Run ``python -m spa ARGS`` in a subprocess; returns ``(returncode, stdout, stderr)``. For the
-    tests whose point is the process: the module entry point, exit status, umask, environment."""
+    tests whose point is the process: the module entry point, exit status, umask, environment. ROOT
+    leads PYTHONPATH: run elsewhere than ROOT, ``-m spa`` would import whichever spa is installed."""
     env = dict(os.environ)
     env.pop("PYTHONWARNINGS", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "spa", *map(str, args)],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL,
