@@ -9,9 +9,9 @@ import numpy as np
 import onnx
 from modelkit import assert_masked_equivalent
 from onnx import TensorProto, helper, numpy_helper
-from spa.criteria import get_criterion
 
 import spa
+from spa.criteria import get_criterion
 
 ZOO = Path(__file__).resolve().parent.parent / "models" / "zoo"
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from modelkit import bn, conv, group_of, model, prune_checked
 from onnx import helper, numpy_helper
-from spa.criteria import CRITERIA, get_criterion
 
 import spa
+from spa.criteria import CRITERIA, get_criterion
 from spa.errors import InvalidArgumentError
 
 

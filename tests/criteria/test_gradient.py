@@ -15,9 +15,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from spa.criteria import CRITERIA, get_criterion
 
 import spa
+from spa.criteria import CRITERIA, get_criterion
 from spa.errors import InvalidArgumentError
 
 torch = pytest.importorskip("torch")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from modelkit import bn, conv, feeds_for, model, run, w
 from onnx import helper
-from spa.criteria import get_criterion
 
 import spa
+from spa.criteria import get_criterion
 
 ZOO_DIR = Path(__file__).resolve().parents[2] / "models" / "zoo"
 

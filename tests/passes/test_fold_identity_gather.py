@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 from modelkit import conv, group_of, model, prune_checked
 from onnx import helper
-from spa.passes.fold_identity_gather import FoldIdentityGatherPass
 
 import spa
+from spa.passes.fold_identity_gather import FoldIdentityGatherPass
 
 
 def _as_strided(reverse_channels: bool = False) -> onnx.ModelProto:

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from modelkit import group_of, init_shape, model, prune_checked, run, w
 from onnx import helper
-from spa.passes.fold_weight_computations import FoldWeightComputationsPass
 
 import spa
+from spa.passes.fold_weight_computations import FoldWeightComputationsPass
 
 C0, C1, C2 = 3, 6, 4
 

@@ -6,10 +6,10 @@ import numpy as np
 import onnx
 from modelkit import conv, group_of, init_shape, model, prune_checked, w
 from onnx import helper, numpy_helper
-from spa.passes.lift_constants import LiftConstantsPass
-from spa.passes.normalize import normalize
 
 import spa
+from spa.passes.lift_constants import LiftConstantsPass
+from spa.passes.normalize import normalize
 
 
 def _const(name: str, value: np.ndarray) -> onnx.NodeProto:

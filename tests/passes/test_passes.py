@@ -7,6 +7,8 @@ import onnx
 import pytest
 from modelkit import conv, init_shape, model, w
 from onnx import helper, numpy_helper
+
+import spa
 from spa.passes import (
     CleanupPass,
     DropValueInfoPass,
@@ -16,8 +18,6 @@ from spa.passes import (
     SliceInitializersPass,
     UpdateAttributesPass,
 )
-
-import spa
 from spa.planning.plan import SliceEntry, kept_spaces
 
 

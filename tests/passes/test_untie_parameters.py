@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from modelkit import model, run, w
 from onnx import helper
+
 from spa.passes.normalize import share_unsliced_uses
 from spa.passes.untie_parameters import UntieParametersPass, parse_use_name, use_name
 
