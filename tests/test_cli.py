@@ -1,4 +1,5 @@
-"""Happy paths of the ``spa`` command line, run as real subprocesses (no mocks).
+"""Happy paths of the ``spa`` command line, run in process through ``run_spa`` (no mocks); the console
+script and ``python -m spa`` run as processes of their own.
 
 Exit codes: 0 ok, 1 user error, 2 usage, 3 verification failed.
 """
@@ -162,7 +163,7 @@ def test_replay_from_plan_reproduces_the_model(run_spa: Run, full: dict[str, Any
 def test_prune_default_output_beside_input(run_spa: Run, zoo: Path, tmp_path: Path) -> None:
     shutil.copy(zoo / MODEL, tmp_path / "M.onnx")
     before = (tmp_path / "M.onnx").read_bytes()
-    res = run_spa("prune", "M.onnx", "--ratio", "0.4", cwd=tmp_path)
+    res = run_spa("prune", "M.onnx", "--ratio", "0.4", "--criterion", "l1", cwd=tmp_path)  # l1: ms, obspa: seconds
     assert_ok(res)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["M.onnx", "M.pruned.onnx"]
     assert (tmp_path / "M.onnx").read_bytes() == before
@@ -245,3 +246,22 @@ def test_console_script(tmp_path: Path) -> None:
         pytest.skip("the `spa` console script is not on PATH")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("spa ")
+
+
+def test_python_m_spa_in_a_process_of_its_own(run_spa_subprocess: Run, tmp_path: Path, zoo: Path) -> None:
+    """``python -m spa`` as a process: exit status 0 and 1, reports on stdout and errors on stderr,
+    and written files follow the process's umask (the in-process runs share pytest's)."""
+    shutil.copy(zoo / MODEL, tmp_path / "m.onnx")
+    before = os.umask(0o027)
+    try:
+        res = run_spa_subprocess("prune", "m.onnx", "--ratio", "0.3", "--criterion", "l1", "--plan", "plan.json",
+                                 cwd=tmp_path)
+    finally:
+        os.umask(before)
+    assert_ok(res)
+    assert res.stdout.splitlines()[-1].startswith("PASSED |") and "PASSED" not in res.stderr
+    for name in ("m.pruned.onnx", "plan.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
+    res = run_spa_subprocess("prune", "missing.onnx", cwd=tmp_path)
+    assert res.returncode == 1 and res.stdout == "", res
+    assert res.stderr.startswith("spa: error: missing.onnx: no such file"), res.stderr

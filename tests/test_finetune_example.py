@@ -14,7 +14,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -69,17 +71,15 @@ def test_readme_finetune_commands(index: int, tmp_path: Path) -> None:
     onnx.checker.check_model(onnx.load(str(out / "small.finetuned.onnx")), full_check=True)
 
 
-def test_readme_gradient_criteria_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spa.cli.app import main
-
+def test_readme_gradient_criteria_commands(run_spa: Callable[..., Any], tmp_path: Path) -> None:
     shutil.copy(ROOT / "models" / "zoo" / "resnet_basic.ts.onnx", tmp_path / "model.onnx")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
     np.savez(tmp_path / "data.npz", input=x, labels=rng.integers(0, 10, 8))
     np.savez(tmp_path / "targets.npz", input=x, targets=rng.standard_normal((8, 10)).astype(np.float32))
-    monkeypatch.chdir(tmp_path)
     for line in commands(section("### Gradient criteria: taylor, snip, grasp, crop"), "spa prune model.onnx"):
-        assert main([*shlex.split(line)[1:], "-q"]) == 0, line  # in-process: no interpreter and torch start-up
+        res = run_spa(*shlex.split(line)[1:], "-q", cwd=tmp_path)  # in process: no interpreter and torch start-up
+        assert res.returncode == 0, (line, res.stderr)
         onnx.checker.check_model(onnx.load(str(tmp_path / "model.pruned.onnx")), full_check=True)
         (tmp_path / "model.pruned.onnx").unlink()
 

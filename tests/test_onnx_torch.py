@@ -14,7 +14,9 @@ import re
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -392,7 +394,7 @@ def test_other_domains_and_training_batchnorm_are_refused() -> None:
         convert(bn)(torch.zeros(2, 4, 7, 6))
 
 
-def test_cli_error_is_one_line(tmp_path: Path) -> None:
+def test_cli_error_is_one_line(run_spa: Callable[..., Any], tmp_path: Path) -> None:
     """Through the gradient criteria, an op the table lacks is a one-line user error (exit 1)."""
     w = ", ".join(str(i / 12) for i in range(12))
     model = onnx.parser.parse_model(
@@ -402,8 +404,7 @@ def test_cli_error_is_one_line(tmp_path: Path) -> None:
     assert "CumSum" not in SUPPORTED_OPS
     onnx.save(model, str(tmp_path / "m.onnx"))
     np.savez(tmp_path / "d.npz", x=np.ones((4, 4), np.float32), labels=np.zeros(4, np.int64))
-    proc = subprocess.run([sys.executable, "-m", "spa", "prune", str(tmp_path / "m.onnx"), "--criterion", "snip",
-                           "--calib", str(tmp_path / "d.npz")], capture_output=True, text=True)
+    proc = run_spa("prune", tmp_path / "m.onnx", "--criterion", "snip", "--calib", tmp_path / "d.npz")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc
     first = proc.stderr.splitlines()[0]
     assert first.startswith("spa: error: cannot convert to torch") and "CumSum" in first, proc.stderr

@@ -52,7 +52,9 @@ def test_api_keeps_exact_ratios_by_default() -> None:
 
 def test_cli_defaults_to_auto(run_spa, tmp_path: Path) -> None:
     shutil.copy(ZOO / "mobilenetv2.ts.onnx", tmp_path / "m.onnx")
-    code, _, err = run_spa("prune", "m.onnx", "--ratio", "0.4", "--plan", "p.json", "-o", "a.onnx", cwd=tmp_path)
+    # l1 rather than the default obspa: the rounding does not depend on the criterion, and l1 is milliseconds.
+    code, _, err = run_spa("prune", "m.onnx", "--ratio", "0.4", "--plan", "p.json", "-o", "a.onnx", "--criterion", "l1",
+                           cwd=tmp_path)
     assert code == 0, err
     plan = json.loads((tmp_path / "p.json").read_text())
     assert plan["options"]["round_to"] == "auto"
@@ -60,7 +62,7 @@ def test_cli_defaults_to_auto(run_spa, tmp_path: Path) -> None:
     assert pruned and all(g["kept_units"] % 8 == 0 for g in pruned if g["units"] >= 16)
     assert any(g["units"] >= 16 and g["kept_units"] != g["units"] - math.floor(0.4 * g["units"]) for g in pruned)
     code, _, err = run_spa("prune", "m.onnx", "--ratio", "0.4", "--round-to", "1", "--plan", "q.json", "-o", "b.onnx",
-                           cwd=tmp_path)
+                           "--criterion", "l1", cwd=tmp_path)
     assert code == 0, err
     exact = json.loads((tmp_path / "q.json").read_text())
     assert all(g["kept_units"] == g["units"] - math.floor(0.4 * g["units"]) for g in exact["groups"]
@@ -72,6 +74,6 @@ def test_cli_defaults_to_auto(run_spa, tmp_path: Path) -> None:
 def test_round_to_from_a_settings_file(run_spa, tmp_path: Path) -> None:
     shutil.copy(ZOO / "mobilenetv2.ts.onnx", tmp_path / "m.onnx")
     (tmp_path / "spa.toml").write_text("round-to = 1\n")
-    code, _, err = run_spa("prune", "m.onnx", "--plan", "p.json", "-o", "a.onnx", cwd=tmp_path)
+    code, _, err = run_spa("prune", "m.onnx", "--plan", "p.json", "-o", "a.onnx", "--criterion", "l1", cwd=tmp_path)
     assert code == 0, err
     assert json.loads((tmp_path / "p.json").read_text())["options"]["round_to"] == 1

@@ -9,7 +9,9 @@ optimum-onnx export of a small Llama, ``models/zoo/hf/optimum/llama_kv.onnx``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -342,13 +344,12 @@ def test_cli_names_the_input_it_cannot_synthesise_and_takes_inputs(tmp_path: Pat
     ({"x": np.zeros((4, 8), np.float32), "shape": np.array([-1, 3], np.int32)}, "has dtype int32, the model expects int64"),
     ({"x": np.zeros((4, 8, 1), np.float32), "shape": np.array([-1, 3], np.int64)}, "has shape (4, 8, 1)"),
 ])
-def test_bad_inputs_files_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                       arrays: dict[str, np.ndarray], said: str) -> None:
-    from spa.cli.app import main
-
+def test_bad_inputs_files_get_one_line(run_spa: Callable[..., Any], tmp_path: Path, arrays: dict[str, np.ndarray],
+                                       said: str) -> None:
     src = tmp_path / "m.onnx"
     onnx.save(reshape_by_input(), str(src))
     np.savez(tmp_path / "in.npz", **arrays)
-    assert main(["prune", str(src), "--inputs", str(tmp_path / "in.npz")]) == 1
-    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("spa: error:")]
+    res = run_spa("prune", src, "--inputs", tmp_path / "in.npz")
+    assert res.returncode == 1, res
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("spa: error:")]
     assert said in line and not (tmp_path / "m.pruned.onnx").exists()
