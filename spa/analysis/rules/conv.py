@@ -85,9 +85,11 @@ class _ConvBase(Rule):
         if attr_int(node, "group", 1) == 1:
             return False
         space = (node.output[0], 1) if self.transposed else (node.input[0], 1)
+        if space not in kept:
+            return False
         wshape = ctx.shape(node.input[1])
-        per_group = None if wshape is None else wshape[1]
-        if space not in kept or per_group is None:
+        per_group = wshape[1] if wshape is not None and len(wshape) > 1 else None
+        if per_group is None:
             return False
         new_g = len(kept[space]) // per_group
         changed = False
