@@ -118,3 +118,27 @@ def test_no_import_cycles() -> None:
 def test_import_spa_stays_light() -> None:
     light = [t for m in MODULES if not m.startswith(HEAVY) for t, _, top in imports(m) if top and t.startswith(HEAVY)]
     assert not light, f"modules import torch-backed modules at module level: {light}"
+
+
+def _subclasses(package: str, base: type) -> list[type]:
+    import importlib
+    import inspect
+    import pkgutil
+
+    pkg = importlib.import_module(package)
+    found = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        mod = importlib.import_module(f"{package}.{info.name}")
+        found += [c for _, c in inspect.getmembers(mod, inspect.isclass)
+                  if issubclass(c, base) and c is not base and c.__module__ == mod.__name__]
+    return found
+
+
+def test_every_pass_and_criterion_says_what_it_does() -> None:
+    from spa.criteria.base import Criterion
+    from spa.passes.base import Pass
+
+    classes = _subclasses("spa.passes", Pass) + _subclasses("spa.criteria", Criterion)
+    assert len(classes) >= 20
+    undocumented = [f"{c.__module__}.{c.__name__}" for c in classes if not (c.__dict__.get("__doc__") or "").strip()]
+    assert not undocumented, f"classes without a docstring saying what they do and refuse: {undocumented}"
