@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m models.build_patterns [--out models/zoo/patterns] [--only NAME ...]
+    python -m models.build_patterns [--out models/zoo/patterns] [--only NAME ...] [--defaults]
 
 For each model ``NAME`` this writes ``NAME.ts.onnx`` (TorchScript exporter, ``dynamo=False``,
 opset 17, ``do_constant_folding=False``) and ``NAME.dynamo.onnx`` (dynamo exporter,
@@ -11,6 +11,10 @@ Export and checks are :mod:`models.build_zoo`'s: the full ``onnx.checker``, one
 ``BatchNormalization`` node per BatchNorm module, and every output within 1e-4 of torch in
 onnxruntime. ``MANIFEST.json`` describes every file (exporter, opset, versions, outputs, op
 types, max diff, size, sha256).
+
+``--defaults`` exports the same models with each exporter's *default* settings (TorchScript with
+constant folding, dynamo with its optimizer; :func:`models.build_zoo.export_to` with
+``defaults=True``) into ``models/zoo/defaults/patterns``; the BatchNorm count is not checked there.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from models.cnn_patterns import INPUT_SHAPE, OUTPUTS, PATTERNS
 
 log = logging.getLogger("models.build_patterns")
 DEFAULT_OUT = Path(__file__).resolve().parent / "zoo" / "patterns"
+DEFAULTS_OUT = Path(__file__).resolve().parent / "zoo" / "defaults" / "patterns"
 MAX_BYTES = 300 * 1024
 #: Exported at batch 2: from a batch-1 example the dynamo exporter specialises the batch of
 #: ConvNeXt's head (LayerNorm2d of a 1x1 map, lowered to as_strided) and falls back to batch 1.
@@ -44,11 +49,12 @@ def _strip_metadata(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def build_one(name: str, exporter: str, out: Path) -> dict[str, object]:
+def build_one(name: str, exporter: str, out: Path, defaults: bool = False) -> dict[str, object]:
     path = out / f"{name}.{exporter}.onnx"
     log.info("exporting %s", path.name)
     model = PATTERNS[name]()
-    info: ExportInfo = export_to(model, path, exporter, EXPORT_SHAPE, output_names=OUTPUTS[name])  # type: ignore[arg-type]
+    info: ExportInfo = export_to(model, path, exporter, EXPORT_SHAPE, output_names=OUTPUTS[name],  # type: ignore[arg-type]
+                                 defaults=defaults)
     info.model = name
     if exporter == "dynamo":
         _strip_metadata(path)
@@ -64,13 +70,17 @@ def build_one(name: str, exporter: str, out: Path) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: models/zoo/patterns)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: models/zoo/patterns, or models/zoo/defaults/patterns with --defaults)")
+    ap.add_argument("--defaults", action="store_true",
+                    help="export with each exporter's default settings (constant folding, optimizer)")
     ap.add_argument("--only", nargs="+", metavar="NAME", choices=list(PATTERNS), help="a subset of the models")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("torch", "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    args.out = args.out or (DEFAULTS_OUT if args.defaults else DEFAULT_OUT)
     args.out.mkdir(parents=True, exist_ok=True)
     manifest_path = args.out / "MANIFEST.json"
     files: dict[str, dict[str, object]] = {}
@@ -80,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only or list(PATTERNS):
         for exporter in ("ts", "dynamo"):
             try:
-                files[f"{name}.{exporter}.onnx"] = build_one(name, exporter, args.out)
+                files[f"{name}.{exporter}.onnx"] = build_one(name, exporter, args.out, args.defaults)
             except Exception as exc:  # noqa: BLE001 - collect, then fail loudly
                 log.exception("FAILED %s.%s", name, exporter)
                 failures.append(f"{name}.{exporter}: {exc}")
     files = {k: files[k] for k in sorted(files) if (args.out / k).exists()}
-    manifest = {"generator": "python -m models.build_patterns", "input": "input", "files": files}
+    generator = "python -m models.build_patterns" + (" --defaults" if args.defaults else "")
+    manifest = {"generator": generator, "input": "input", "files": files}
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     for fname, e in files.items():
         log.info("%-26s opset %-3s %7.1f KiB  max diff %.2e", fname, e["opset"], int(e["file_size"]) / 1024,  # type: ignore[call-overload]

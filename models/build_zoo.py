@@ -110,9 +110,13 @@ def _export_ts(
     dynamic_batch: bool,
     output_names: Sequence[str] = (OUTPUT_NAME,),
     defaults: bool = False,
+    input_name: str = INPUT_NAME,
+    axes: dict[int, str] | None = None,
 ) -> None:
+    """Export with the TorchScript exporter (``defaults``: constant folding on, as by default).
+    ``axes`` names the dynamic axes of the input and every output (default: ``{0: "batch"}``)."""
     dynamic_axes = (
-        {name: {0: "batch"} for name in (INPUT_NAME, *output_names)}
+        {name: dict(axes or {0: "batch"}) for name in (input_name, *output_names)}
         if dynamic_batch
         else None
     )
@@ -131,7 +135,7 @@ def _export_ts(
             # node count unless the file is a ``defaults`` export.
             do_constant_folding=defaults,
             training=torch.onnx.TrainingMode.EVAL,
-            input_names=[INPUT_NAME],
+            input_names=[input_name],
             output_names=list(output_names),
             dynamic_axes=dynamic_axes,
         )
@@ -145,13 +149,16 @@ def _export_dynamo(
     dynamic_batch: bool,
     output_names: Sequence[str] = (OUTPUT_NAME,),
     defaults: bool = False,
+    input_name: str = INPUT_NAME,
+    dims: dict[int, object] | None = None,
 ) -> bool:
     """Export with the dynamo exporter (``defaults``: its ONNX optimizer on, as by default);
-    returns whether the batch dim is dynamic."""
+    returns whether the batch dim is dynamic. ``dims`` are the input's dynamic dims
+    (``torch.export.Dim``; default: a batch of 1 to 4096)."""
 
     def run(dynamic: bool) -> None:
         dynamic_shapes = (
-            ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
+            (dims or {0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", category=FutureWarning)
@@ -163,7 +170,7 @@ def _export_dynamo(
                 verbose=False,
                 external_data=False,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
+                input_names=[input_name],
                 output_names=list(output_names),
                 dynamic_shapes=dynamic_shapes,
             )

@@ -2,6 +2,7 @@
 
     python -m models.coverage            # prune every models/zoo/**/*.onnx, write docs/coverage.md
     python -m models.coverage --check    # recompute the rows, compare them with docs/coverage.md
+    python -m models.coverage FILE...    # recompute only these files' rows, keep the others' from the doc
 
 Each file under ``models/zoo`` (found recursively, so new zoo folders show up by themselves) is
 pruned with ``l1`` at :data:`RATIOS` with exact counts (``round_to=1``) and the default head
@@ -421,7 +422,7 @@ file has no rows here, or when a row says FAIL. After a change that moves the fi
 it with `{command}` (`{command} --check` compares without writing).
 
 Every `.onnx` file under `models/zoo/` (recursively) is pruned with `spa.prune(model, ratio,
-criterion="{criterion}", round_to=1)` at ratios {ratios}, with whole attention heads (the default).
+criterion="{criterion}", selection=Selection(round_to=1))` at ratios {ratios}, with whole attention heads (the default).
 Each pruned model goes through the full `onnx.checker`, an onnxruntime run and SPA's masked-equivalence
 check (`spa.check.verify.verify`, the check of `spa verify`), on seeded random inputs at batch {batch}; integer
 inputs (token ids, attention masks) get sequence length {seq} on their dynamic axes.
@@ -448,16 +449,18 @@ inputs (token ids, attention masks) get sequence length {seq} on their dynamic a
 
 NORM_INTRO = """\
 Files whose hidden (residual) groups are blocked only because a normalisation (LayerNorm, RMSNorm,
-decomposed or fused) averages over them, pruned again with `prune_norm_axes=True`
+decomposed or fused) averages over them, pruned again with `Selection(prune_norm_axes=True)`
 (`spa prune --prune-norm-axes`). The rows are approximate by nature: the drift is reported.
 """
 
 CLI_INTRO = """\
 What a user gets from `spa prune MODEL --ratio {ratio:g}` with no other option, on the files of
-`models/zoo/{folder}/`: the zoo's models exported with each exporter's *default* settings
-(TorchScript with constant folding, dynamo with its optimizer: BatchNorm folded into the
-convolutions, equal biases shared), the way most models reach SPA (`python -m models.build_zoo
---defaults`). The criterion is `{criterion}` (compensated, so the result is approximate by design:
+`models/zoo/{folder}/`: the zoo's torch models (the CNNs, `patterns/` and the `torch.nn`
+`transformers/`) exported with each exporter's *default* settings (TorchScript with constant
+folding, dynamo with its optimizer: BatchNorm folded into the convolutions, equal biases shared),
+the way most models reach SPA (`python -m models.build_zoo --defaults`, `python -m
+models.build_patterns --defaults`, `python -m models.build_transformers --defaults`).
+The criterion is `{criterion}` (compensated, so the result is approximate by design:
 **drift** is `max|pruned − original| / max|original|` of the worst output), `--round-to {round_to}`.
 The pruned model runs in onnxruntime at batch 1 and {batch}, and **plan replay** prunes the original
 again from the written plan and must give the same weights, tensor for tensor.
@@ -549,6 +552,19 @@ def _files_by_name(zoo: Path) -> dict[tuple[str, str], Path]:
     return {model_and_exporter(p, zoo): p for p in zoo_files(zoo)}
 
 
+def merge(committed: Sequence[Row], fresh: Sequence[Row], recomputed: set[Path], zoo: Path = ZOO) -> list[Row]:
+    """The rows of every zoo file in zoo order: ``fresh`` for the ``recomputed`` files, the
+    ``committed`` ones for the others (rows of files that are gone are dropped)."""
+    by_file: dict[Path, list[Row]] = {}
+    for row in committed:
+        path = file_of(row, zoo).resolve()
+        if path not in recomputed:
+            by_file.setdefault(path, []).append(row)
+    for row in fresh:
+        by_file.setdefault(file_of(row, zoo).resolve(), []).append(row)
+    return [row for path in zoo_files(zoo) for row in by_file.get(path.resolve(), [])]
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -569,11 +585,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the document instead of writing it")
     ap.add_argument("--doc", type=Path, default=DOC, help=f"the document (default {DOC.relative_to(ROOT)})")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("files", nargs="*", type=Path,
+                    help="zoo files (or folders) to recompute; the other files' rows are kept from the document")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     logging.getLogger("spa").setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    rows = collect(zoo_files())
+    if args.files:
+        chosen = {f.resolve() for f in zoo_files() if any(f.resolve().is_relative_to(a.resolve()) for a in args.files)}
+        if not chosen:
+            print(f"no zoo file under {', '.join(map(str, args.files))}", file=sys.stderr)
+            return 1
+        fresh = collect(sorted(chosen))
+        if args.check:
+            committed = [r for r in parse(args.doc.read_text(encoding="utf-8")) if file_of(r).resolve() in chosen]
+            rows = fresh
+        else:
+            rows = merge(parse(args.doc.read_text(encoding="utf-8")) if args.doc.is_file() else [], fresh, chosen)
+    else:
+        rows = collect(zoo_files())
     seconds = time.perf_counter() - t0
     failed = [r for r in rows if r.failed]
     for r in failed:
@@ -582,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.doc.is_file():
             print(f"{args.doc} does not exist: run {COMMAND}", file=sys.stderr)
             return 1
-        problems = compare_rows(parse(args.doc.read_text(encoding="utf-8")), rows)
+        problems = compare_rows(committed if args.files else parse(args.doc.read_text(encoding="utf-8")), rows)
         for p in problems:
             print(p, file=sys.stderr)
         print(f"{len(rows)} rows computed in {seconds:.1f} s; {len(problems)} differ from {args.doc}; "

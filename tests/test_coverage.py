@@ -107,3 +107,22 @@ def test_blocked_reasons_are_short_and_counted() -> None:
     assert coverage.blocked_summary(reasons) == ("LayerNormalization 'ln' normalises over a pruned axis; "
                                                  "model output 'logits' axis 1 (×2)")
     assert coverage.blocked_summary([]) == "—"
+
+
+def test_merge_replaces_only_the_chosen_files_rows() -> None:
+    rows = list(committed())
+    path = coverage.ZOO / "defaults" / "patterns" / "swin.ts.onnx"
+    old = [r for r in rows if coverage.file_of(r) == path]
+    assert {r.section for r in old} >= {"files", coverage.DEFAULT_MODE, coverage.CLI_MODE}
+    fresh = [_with(r, -1, "new") for r in old]
+    merged = coverage.merge(rows, fresh, {path.resolve()})
+    assert len(merged) == len(rows)
+
+    def by_section(rs: list[coverage.Row]) -> list[coverage.Row]:  # the order render writes them in
+        return sorted(rs, key=lambda r: list(coverage.SECTIONS).index(r.section))
+
+    assert by_section([r for r in merged if coverage.file_of(r) != path]) == [
+        r for r in rows if coverage.file_of(r) != path]
+    assert [r for r in merged if coverage.file_of(r) == path] == fresh
+    # merging the file's own rows back gives the committed document's rows, in its order
+    assert coverage.parse(coverage.render(coverage.merge(rows, old, {path.resolve()}), "2000-01-01")) == rows
