@@ -30,10 +30,13 @@ Run = Callable[..., Any]
 FAST = ("--warmup", "1", "--runs", "5")
 
 
-def ok(res: Any) -> None:
+def ok(res: Any, document: bool = False) -> None:
+    """Exit 0, no error, and the PASSED status line last: on stdout, or on stderr when stdout is a
+    ``document`` (``--json``: stdout holds the JSON alone)."""
     assert res.returncode == 0, (res.returncode, res.stdout, res.stderr)
     assert "Traceback" not in res.stderr and "spa: error:" not in res.stderr
-    assert res.stdout.splitlines()[-1].startswith("PASSED |")
+    status = res.stderr if document else res.stdout
+    assert status.splitlines()[-1].startswith("PASSED |")
 
 
 def user_error(res: Any, fragment: str, code: int = 1) -> str:
@@ -46,8 +49,8 @@ def user_error(res: Any, fragment: str, code: int = 1) -> str:
 
 
 def bench_json(res: Any) -> dict[str, Any]:
-    ok(res)
-    return json.loads(res.stdout.split("\nPASSED |")[0])
+    ok(res, document=True)
+    return json.loads(res.stdout)
 
 
 def table_rows(stdout: str) -> list[list[str]]:
@@ -179,7 +182,7 @@ def test_device_auto_runs_where_it_can(run_spa: Run, pair: dict[str, Any]) -> No
     code, out, err = run_spa("bench", "m.onnx", "--device", "auto", "--runs", "2", "--warmup", "0", "--json",
                              cwd=pair["dir"])
     assert code == 0, err
-    first = json.loads(out[:out.rindex("PASSED |")])["models"][0]
+    first = json.loads(out)["models"][0]  # --json: stdout is the document alone
     expected = resolve_device("auto")
     assert first["device"] == expected
     if expected == "cpu":

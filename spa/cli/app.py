@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 from spa.cli import config
 from spa.cli.commands import COMMANDS
-from spa.cli.commands.common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, inputs_scope
+from spa.cli.commands.common import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, document_on_stdout, inputs_scope
 from spa.cli.config import fill_lists
 from spa.errors import SpaError
 from spa.model.runtime import resolve_device
@@ -144,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - an internal error: one line, the traceback behind -vv
         log.debug("internal error", exc_info=True)
         return _internal(exc, args.quiet, start, cmd)
-    if args.quiet < 1:
-        print(f"PASSED | {time.perf_counter() - start:.2f} s | {cmd}")
+    if args.quiet < 1:  # stdout stays parseable when it carries a document (--json, --report -)
+        print(f"PASSED | {time.perf_counter() - start:.2f} s | {cmd}",
+              file=sys.stderr if document_on_stdout(args) else sys.stdout)
     return code

@@ -54,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="onnxruntime intra-op threads (default 0: onnxruntime's choice, one per physical core)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.add_argument("--json", action="store_true", help="machine-readable output (with -q: the JSON only)")
+    p.add_argument("--json", action="store_true", help="print JSON alone on stdout (tables and status lines go to stderr)")
     add_common(p)
     p.set_defaults(func=run)
     return p

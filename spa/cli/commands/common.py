@@ -144,9 +144,20 @@ def progress_bar() -> Callable[[str, int, int], None] | None:
     return draw
 
 
+#: The path that means "standard output" for --report, --plan and --markdown.
+STDOUT = "-"
+
+
+def document_on_stdout(args: argparse.Namespace) -> bool:
+    """True when stdout carries a machine-readable document (``--json``, or an output given as ``-``):
+    then the human-readable lines (tables, "wrote ...", the PASSED status line) go to stderr."""
+    return bool(getattr(args, "json", False)) or STDOUT in (getattr(args, f, None) for f in ("report", "plan", "markdown"))
+
+
 def emit(args: argparse.Namespace, text: str) -> None:
+    """Print a human-readable line (unless -q): to stdout, or to stderr when stdout carries a document."""
     if args.quiet < 1:
-        print(text)
+        print(text, file=sys.stderr if document_on_stdout(args) else sys.stdout)
 
 
 def shape(text: str) -> tuple[str, list[int]]:
@@ -182,7 +193,12 @@ def check_outputs(outputs: dict[str, str | Path], inputs: list[str]) -> None:
     """Every output path (keyed by its flag) is writable, none is an input, no two are one file."""
 
     seen: dict[Path, str] = {}
+    to_stdout = [flag for flag, path in outputs.items() if str(path) == STDOUT]
+    if len(to_stdout) > 1:
+        raise InvalidArgumentError(f"{' and '.join(to_stdout)} both write to standard output ('-'); give one a file")
     for flag, path in outputs.items():
+        if str(path) == STDOUT:
+            continue
         check_output_path(path, *inputs)
         key = Path(path).resolve()
         if key in seen:

@@ -24,6 +24,7 @@ from spa.cli.commands.common import (
     DEVICES,
     EXIT_OK,
     PRUNE_CRITERION,
+    STDOUT,
     add_common,
     add_criterion_args,
     add_inputs_arg,
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                         "the channels: --prune-norm-axes prunes them (approximately; the drift is reported)")
     if nothing and not spec.any():
         emit(args, nothing_msg)
+        if args.json or args.report == STDOUT:  # the document is still printed: nothing was pruned
+            print(json.dumps(result.report.to_dict(), indent=1))
         return EXIT_OK
     if result.report.verification is not None and not result.report.verification.passed:
         emit(args, result.report.table())
@@ -137,8 +140,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=ratio, default=0.4, help="fraction of each group's channels to remove, in [0, 1) (default 0.4)")
     p.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
     add_criterion_args(p, default=PRUNE_CRITERION)
-    p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here")
-    p.add_argument("--report", help="write the report as JSON here")
+    p.add_argument("--plan", help="write the pruning plan (spa-plan/1 JSON) here ('-': standard output)")
+    p.add_argument("--report", help="write the report as JSON here ('-': standard output)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON on standard output (tables and status lines go to stderr)")
     p.add_argument("--from-plan", help="replay a saved plan instead of scoring")
     add_selection_args(p)
     add_shape_arg(p)
@@ -193,7 +198,7 @@ def _add_gates(p: argparse.ArgumentParser) -> None:
                         "(argmax over the last axis of the first output) before and after")
     g.add_argument("--min-accuracy", type=fraction, metavar="A",
                    help="fail unless the pruned model's top-1 accuracy on --eval is at least A (0.9 or 90%%)")
-    g.add_argument("--markdown", metavar="MD", help="also write a Markdown summary for a pull-request comment")
+    g.add_argument("--markdown", metavar="MD", help="also write a Markdown summary for a pull-request comment ('-': standard output)")
     g.add_argument("--reports-on-fail", action="store_true",
                    help="when a gate fails, still write --report and --markdown (never the model or the plan)")
     g.add_argument("--dry-run", action="store_true", help="prune, check and gate, but do not write the pruned model")
@@ -233,7 +238,9 @@ def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_di
                 written.append(data_file)
             result.report.output = str(out)
             report_dict["output"] = str(out)
-        if args.plan:
+        if args.plan == STDOUT:
+            print(json.dumps(result.plan.to_dict(), indent=1))
+        elif args.plan:
             result.plan.save(args.plan)
             written.append(Path(args.plan))
         written += _write_reports(args, report_dict, result.plan)
@@ -295,7 +302,9 @@ def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: 
 
     written: list[Path] = []
     try:
-        if args.report:
+        if args.json or args.report == STDOUT:
+            print(json.dumps(report_dict, indent=1))
+        if args.report and args.report != STDOUT:
             write_text_atomic(args.report, json.dumps(report_dict, indent=1) + "\n")
             written.append(Path(args.report))
         if args.markdown:
@@ -303,8 +312,11 @@ def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: 
             sliced = sorted({s.initializer for s in plan.slices})
             text = render(report_dict, command=getattr(args, "command_line", None) or "spa prune",
                           plan_groups=[{**g.__dict__, "sliced": sliced} for g in plan.groups])
-            write_text_atomic(args.markdown, text)
-            written.append(Path(args.markdown))
+            if args.markdown == STDOUT:
+                print(text, end="" if text.endswith("\n") else "\n")
+            else:
+                write_text_atomic(args.markdown, text)
+                written.append(Path(args.markdown))
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
