@@ -455,11 +455,13 @@ decomposed or fused) averages over them, pruned again with `Selection(prune_norm
 
 CLI_INTRO = """\
 What a user gets from `spa prune MODEL --ratio {ratio:g}` with no other option, on the files of
-`models/zoo/{folder}/`: the zoo's torch models (the CNNs, `patterns/` and the `torch.nn`
-`transformers/`) exported with each exporter's *default* settings (TorchScript with constant
-folding, dynamo with its optimizer: BatchNorm folded into the convolutions, equal biases shared),
-the way most models reach SPA (`python -m models.build_zoo --defaults`, `python -m
-models.build_patterns --defaults`, `python -m models.build_transformers --defaults`).
+`models/zoo/{folder}/`: the zoo's torch models (the CNNs, `patterns/`, the `torch.nn`
+`transformers/` and the Hugging Face `hf/`) exported with each exporter's *default* settings
+(TorchScript with constant folding, dynamo with its optimizer: BatchNorm folded into the
+convolutions, equal biases shared), the way most models reach SPA (`python -m models.build_zoo
+--defaults`, `python -m models.build_patterns --defaults`, `python -m models.build_transformers
+--defaults`, and `python -m models.transformers_zoo --defaults` in the venv of
+`models/requirements-hf.txt`).
 The criterion is `{criterion}` (compensated, so the result is approximate by design:
 **drift** is `max|pruned − original| / max|original|` of the worst output), `--round-to {round_to}`.
 The pruned model runs in onnxruntime at batch 1 and {batch}, and **plan replay** prunes the original

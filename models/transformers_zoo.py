@@ -2,7 +2,7 @@
 
 Usage (with an environment that has ``transformers``; see ``models/requirements-hf.txt``)::
 
-    /work/venvs/hf/bin/python -m models.transformers_zoo [--out models/zoo/hf] [--only hf_bert ...]
+    /work/venvs/hf/bin/python -m models.transformers_zoo [--out models/zoo/hf] [--only hf_bert ...] [--defaults]
 
 Every model is built from a small config (hidden 64, 2 layers, 4 heads, vocabulary 100) with
 seeded random weights; nothing is downloaded. Each one is exported twice, like
@@ -23,6 +23,10 @@ Every file is checked with ``onnx.checker`` (full check) and must match torch in
 in the attention mask. ``MANIFEST.json`` records, for each file, the exporter, opset, versions
 (torch, transformers, onnx, onnxscript, onnxruntime), op types, max diff and size; exports that
 fail are recorded there with the reason, and the others are still written.
+
+``--defaults`` exports every model the way most users do, with each exporter's *default* settings,
+into ``models/zoo/defaults/hf``: TorchScript with ``do_constant_folding=True``, dynamo with
+``optimize=True`` (everything else as above, node metadata stripped too); no ``ortopt`` variant.
 
 The :data:`SPECS` table and :func:`feeds` need neither torch nor transformers (tests use them).
 """
@@ -46,6 +50,9 @@ import onnx
 log = logging.getLogger("models.transformers_zoo")
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "zoo" / "hf"
+DEFAULTS_OUT = Path(__file__).resolve().parent / "zoo" / "defaults" / "hf"
+#: What ``--defaults`` changes, per exporter (recorded in each MANIFEST entry's notes).
+DEFAULTS_NOTE = {"ts": "exporter defaults: do_constant_folding=True", "dynamo": "exporter defaults: optimize=True"}
 TS_OPSET = 17  # as models/build_zoo.py
 ATOL = 1e-4
 VOCAB = 100
@@ -227,7 +234,8 @@ def _dynamic_axes(spec: HFSpec, output_rank: int) -> dict[str, dict[int, str]]:
     return axes
 
 
-def export_ts(spec: HFSpec, model: Any, path: Path) -> None:
+def export_ts(spec: HFSpec, model: Any, path: Path, defaults: bool = False) -> None:
+    """TorchScript export; ``defaults``: constant folding on, as ``torch.onnx.export`` does by default."""
     import torch
 
     sample = _sample(spec)
@@ -236,14 +244,15 @@ def export_ts(spec: HFSpec, model: Any, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, sample, str(path), dynamo=False, opset_version=TS_OPSET, do_constant_folding=False,
+            model, sample, str(path), dynamo=False, opset_version=TS_OPSET, do_constant_folding=defaults,
             training=torch.onnx.TrainingMode.EVAL, input_names=list(spec.inputs), output_names=[OUTPUT_NAME],
             dynamic_axes=_dynamic_axes(spec, rank),
         )
 
 
-def export_dynamo(spec: HFSpec, model: Any, path: Path) -> str:
-    """Export with the dynamo exporter; returns a note when it fell back to static sizes."""
+def export_dynamo(spec: HFSpec, model: Any, path: Path, defaults: bool = False) -> str:
+    """Export with the dynamo exporter (``defaults``: its ONNX optimizer on, as by default); returns
+    a note, saying so when it fell back to static sizes."""
     import torch
 
     sample = _sample(spec)
@@ -258,7 +267,7 @@ def export_dynamo(spec: HFSpec, model: Any, path: Path) -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                model, sample, dynamo=True, optimize=False, verbose=False, external_data=False,
+                model, sample, dynamo=True, optimize=defaults, verbose=False, external_data=False,
                 input_names=list(spec.inputs), output_names=[OUTPUT_NAME], dynamic_shapes=shapes,
             )
         assert program is not None
@@ -357,11 +366,15 @@ def _versions() -> dict[str, str]:
             "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def build_one(spec: HFSpec, out: Path, versions: dict[str, str]) -> tuple[list[ExportInfo], dict[str, str]]:
-    """Every file of one model; returns the verified infos and ``{file: why it failed}``."""
+def build_one(spec: HFSpec, out: Path, versions: dict[str, str],
+              defaults: bool = False) -> tuple[list[ExportInfo], dict[str, str]]:
+    """Every file of one model (``defaults``: with the exporters' default settings, no ``ortopt``);
+    returns the verified infos and ``{file: why it failed}``."""
     infos: list[ExportInfo] = []
     failures: dict[str, str] = {}
-    jobs = [("ts", "torchscript"), ("dynamo", "dynamo")] + ([("ortopt", "torchscript+ort-optimizer")] if spec.ortopt else [])
+    jobs = [("ts", "torchscript"), ("dynamo", "dynamo")]
+    if spec.ortopt and not defaults:
+        jobs.append(("ortopt", "torchscript+ort-optimizer"))
     for suffix, exporter in jobs:
         fname = f"{spec.name}.{suffix}.onnx"
         path = out / fname
@@ -375,9 +388,11 @@ def build_one(spec: HFSpec, out: Path, versions: dict[str, str]) -> tuple[list[E
             else:
                 model = build_model(spec)
                 if suffix == "ts":
-                    export_ts(spec, model, path)
+                    export_ts(spec, model, path, defaults)
                 else:
-                    info.notes = export_dynamo(spec, model, path)
+                    info.notes = export_dynamo(spec, model, path, defaults)
+                if defaults:  # after export_dynamo's note: verify() reads its "static" prefix
+                    info.notes = "; ".join(n for n in (info.notes, DEFAULTS_NOTE[suffix]) if n)
             infos.append(verify(spec, path, model, info))
         except Exception as exc:  # noqa: BLE001 - record why, keep going
             log.exception("FAILED %s", fname)
@@ -386,7 +401,7 @@ def build_one(spec: HFSpec, out: Path, versions: dict[str, str]) -> tuple[list[E
     return infos, failures
 
 
-def write_manifest(out: Path, infos: list[ExportInfo], failures: dict[str, str]) -> None:
+def write_manifest(out: Path, infos: list[ExportInfo], failures: dict[str, str], defaults: bool = False) -> None:
     path = out / "MANIFEST.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     files: dict[str, Any] = old.get("files", {})
@@ -395,30 +410,37 @@ def write_manifest(out: Path, infos: list[ExportInfo], failures: dict[str, str])
         files[i.file] = {k: v for k, v in asdict(i).items() if k != "file"}
     failed.update(failures)
     files = {k: files[k] for k in sorted(files) if (out / k).exists() and k not in failures}
-    manifest = {"generator": "python -m models.transformers_zoo (needs models/requirements-hf.txt)",
-                "output": OUTPUT_NAME, "files": files, "failed": dict(sorted(failed.items()))}
+    flag = " --defaults" if defaults else ""
+    manifest: dict[str, Any] = {"generator": f"python -m models.transformers_zoo{flag} (needs models/requirements-hf.txt)"}
+    if defaults:
+        manifest["settings"] = "exporter defaults"  # as models/zoo/defaults/*; each entry's notes say which
+    manifest |= {"output": OUTPUT_NAME, "files": files, "failed": dict(sorted(failed.items()))}
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %s (%d files, %d failed)", path, len(files), len(failed))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: models/zoo/hf)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: models/zoo/hf, or models/zoo/defaults/hf with --defaults)")
+    parser.add_argument("--defaults", action="store_true",
+                        help="export with each exporter's default settings (constant folding, optimizer), no ortopt")
     parser.add_argument("--only", nargs="+", metavar="NAME", choices=sorted(SPECS), help="a subset of the models")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("torch", "onnxscript", "onnx_ir", "transformers", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out: Path = args.out or (DEFAULTS_OUT if args.defaults else DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
     versions = _versions()
     infos: list[ExportInfo] = []
     failures: dict[str, str] = {}
     for name in args.only or list(SPECS):
-        i, f = build_one(SPECS[name], args.out, versions)
+        i, f = build_one(SPECS[name], out, versions, args.defaults)
         infos += i
         failures.update(f)
-    write_manifest(args.out, infos, failures)
+    write_manifest(out, infos, failures, args.defaults)
     for i in infos:
         log.info("%-26s %-26s opset %2d %7.1f KiB  maxdiff %.1e", i.file, i.exporter, i.opset, i.file_size / 1024,
                  i.max_abs_diff)

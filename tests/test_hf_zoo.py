@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
 from models.transformers_zoo import SPECS, feeds  # noqa: E402  (no torch or transformers needed)
 
 HF = ROOT / "models" / "zoo" / "hf"
+HF_DEFAULTS = ROOT / "models" / "zoo" / "defaults" / "hf"  # docs/coverage.md prunes these (tests/test_coverage.py)
 MODELS = sorted(p.name for p in HF.glob("*.onnx"))
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,23 @@ def test_hf_zoo_is_complete() -> None:
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{name} differs from its MANIFEST entry"
         assert len(data) < 1 << 20, f"{name} is over 1 MiB"
         assert entry["versions"]["transformers"] and entry["max_abs_diff"] < 1e-4
+
+
+def test_hf_defaults_zoo_is_complete() -> None:
+    """``--defaults``: each model from both exporters with their default settings (or the reason an
+    export failed, never silently missing), no ortopt variant, every file as its MANIFEST says."""
+    manifest = json.loads((HF_DEFAULTS / "MANIFEST.json").read_text())
+    assert manifest["settings"] == "exporter defaults" and "--defaults" in manifest["generator"]
+    files = sorted(p.name for p in HF_DEFAULTS.glob("*.onnx"))
+    assert sorted(manifest["files"]) == files
+    failed = set(manifest["failed"])
+    assert set(files) | failed == {f"{stem}.{x}.onnx" for stem in SPECS for x in ("ts", "dynamo")}
+    assert not set(files) & failed and all(manifest["failed"].values())
+    for name, entry in manifest["files"].items():
+        data = (HF_DEFAULTS / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], f"{name} differs from its MANIFEST entry"
+        assert len(data) < 1 << 20, f"{name} is over 1 MiB"
+        assert "exporter defaults" in entry["notes"] and entry["max_abs_diff"] < 1e-4
 
 
 @pytest.mark.parametrize("name", MODELS)
