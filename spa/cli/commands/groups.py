@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("groups", help=command_doc(run).splitlines()[0], description=command_doc(run))
-    p.add_argument("model")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN")
+    p.add_argument("model", help="the .onnx model to analyse (never modified)")
+    p.add_argument("--json", action="store_true", help="print the groups as JSON alone on stdout")
+    p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                   help="glob of node or initializer names whose groups are never pruned (repeatable), as for spa prune")
     p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
                    help="attention granularity, as for spa prune")
     p.add_argument("--prune-norm-axes", action="store_true", help="as for spa prune: norm axes are not blocked")

@@ -165,7 +165,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "plus 'labels' (or 'targets') for taylor, snip, grasp and crop")
     add_inputs_arg(p, also=", and for obspa's statistics unless --calib is given")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
-                   help="obspa statistics: moments (no data, default), synthetic (random inputs), data (--calib)")
+                   help="obspa statistics: auto (default: data with --calib, else synthetic), synthetic (random inputs through the model), moments (no model runs), data (--calib)")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and test inputs")
     p.add_argument("--verify", action="store_true", help="check masked equivalence before writing; exit 3 on mismatch")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="onnxruntime device for checks (and --bench): " + DEVICE_HELP)

@@ -125,12 +125,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_selection_args(p)
     p.add_argument("--prune-norm-axes", action="store_true",
                    help="also prune groups a LayerNorm normalises over (approximate)")
+    p.add_argument("--prune-heads", default="whole", choices=["whole", "dims", "none"],
+                   help="attention granularity, as for spa prune: whole heads (default), the same dims of every "
+                        "head, or none")
     p.add_argument("--calib", metavar="DATA",
                    help="calibration inputs (.npz keyed by input name, or a folder of <input>.npy): adds drift and "
                         "top-1 agreement against the original; also obspa's statistics with --stats data, plus "
                         "'labels' (or 'targets') for taylor, snip, grasp and crop")
     p.add_argument("--stats", default="auto", choices=["auto", "moments", "synthetic", "data"],
-                   help="obspa statistics (see spa prune)")
+                   help="obspa statistics, as for spa prune (default auto)")
     p.add_argument("--eval", metavar="DATA.npz", help="labelled data (see spa prune --eval): adds top-1 accuracy")
     p.add_argument("--seed", type=int, default=0, help="seed for the random criterion and the timing inputs")
     p.add_argument("--no-bench", action="store_true", help="do not time the models (cost and fidelity only)")

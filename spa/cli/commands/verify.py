@@ -50,17 +50,17 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help=command_doc(run).splitlines()[0], description=command_doc(run))
-    p.add_argument("original")
-    p.add_argument("pruned")
+    p.add_argument("original", help="the model before pruning (.onnx)")
+    p.add_argument("pruned", help="the pruned model (.onnx) to compare with it")
     p.add_argument("--plan", help="the plan that produced PRUNED (without it, outputs are compared as is)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic test inputs")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=float, default=None, help="tolerance relative to the output's max |value| (default 1e-4)")
     add_shape_arg(p, "typical whole shape of input NAME (repeatable); both models also run at a second size of "
                      "every dynamic axis. Default: sizes derived from the graph (strides, pooling, resizing)")
     add_inputs_arg(p)
     p.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON alone on stdout")
     add_common(p)
     p.set_defaults(func=run)
     return p
