@@ -35,7 +35,6 @@ class FluctuationCriterion(OBSPACriterion):
         super().__init__(seed=seed, stats=stats, calib=calib, samples=samples, batch=batch)
 
     def _statistics(self, consumers: list[Consumer], ctx: ModelContext) -> dict[str, ColumnStats]:
-
         if not consumers:
             return {}
         moments = activation_moments(consumers, ctx, self._batches(ctx), seed=self.seed)

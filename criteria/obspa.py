@@ -357,7 +357,6 @@ class OBSPACriterion(Criterion):
         yield from self._random_batches(ctx)
 
     def _random_batches(self, ctx: ModelContext) -> Iterator[dict[str, np.ndarray]]:
-
         for b in range(8):
             yield random_inputs(ctx.model, seed=self.seed * 1000 + b, batch=16, shapes=with_batch(ctx.model, self.input_shapes, 16))
 

@@ -66,7 +66,6 @@ def _candidates(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, str]]:
 
 
 def _probe_feeds(model: onnx.ModelProto, size: int) -> dict[str, np.ndarray]:
-
     shapes = {name: [d if isinstance(d, int) and d > 0 else size for d in dims]
               for name, dims, _ in input_specs(model)}
     return random_inputs(model, seed=0, shapes=shapes)

@@ -118,14 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, 0, start, cmd)
     args = parser.parse_args(argv)
     if cfg is not None:
-
         fill_lists(cfg, args)
         args.config_file = _shown_path(cfg.path)
     args.command_line = cmd
     _setup_logging(args)
     try:
         if getattr(args, "device", None) is not None:
-
             args.device = resolve_device(args.device)
 
         with inputs_scope(args):

@@ -197,7 +197,6 @@ def convert(model: onnx.ModelProto | str | os.PathLike[str], untie: bool = True)
     Raises :class:`~spa.errors.UnsupportedModelError` naming every op the table lacks.
     """
     if not isinstance(model, onnx.ModelProto):
-
         model = load_model(model)
     return OnnxModule(model, untie=untie)
 

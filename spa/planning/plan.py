@@ -66,7 +66,6 @@ class Plan:
         return json.dumps(self.to_dict(), indent=1)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-
         write_text_atomic(path, self.to_json() + "\n")
 
     @classmethod

@@ -319,7 +319,6 @@ class MomentEstimator:
         return None
 
     def _linear_moments(self, node: onnx.NodeProto, c: int) -> np.ndarray | None:
-
         ctx = self.ctx
         w = ctx.constant_value(node.input[1])
         if w is None:

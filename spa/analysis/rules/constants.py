@@ -72,7 +72,6 @@ class ConstantOfShapeRule(Rule):
     op_types = ("ConstantOfShape",)
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
-
         c = Coupling()
         if space[0] != node.output[0]:
             return c.block(space, f"{node_label(node)} input '{space[0]}' is a shape")
@@ -83,7 +82,6 @@ class ConstantOfShapeRule(Rule):
         return c
 
     def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
-
         y = node.output[0]
         literal = ctx.constant_value(node.input[0])
         if literal is None:  # built by a Concat: the helper rewrites the piece, on the real Concat

@@ -64,7 +64,6 @@ class MatMulRule(Rule):
         c = Coupling()
         a, b, y = node.input[0], node.input[1], node.output[0]
         if not ctx.is_constant(b):
-
             return couple_batched_matmul(ctx, node, space)
         if ctx.rank(b) != 2:
             return c.block(space, f"{node_label(node)} has no constant 2-D weight (input '{b}')")

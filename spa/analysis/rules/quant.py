@@ -81,7 +81,6 @@ class _QOperatorRule(Rule):
     asking about per-tensor scales and zero points."""
 
     def seeds(self, node: onnx.NodeProto, ctx: ModelContext) -> list[Space]:
-
         q = qop_of(node)
         assert q is not None
         view = float_view(node, q)
@@ -89,7 +88,6 @@ class _QOperatorRule(Rule):
         return [] if rule is None else rule.seeds(view, ctx)
 
     def couple(self, node: onnx.NodeProto, ctx: ModelContext, space: Space) -> Coupling:
-
         q = qop_of(node)
         assert q is not None
         if attr_int(node, "channels_last", 0):
@@ -117,7 +115,6 @@ class _QOperatorRule(Rule):
         return c
 
     def update_attributes(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap) -> bool:
-
         q = qop_of(node)
         assert q is not None
         view = float_view(node, q)

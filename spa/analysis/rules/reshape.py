@@ -86,7 +86,6 @@ def _merge_map(ctx: ModelContext, node: onnx.NodeProto, c: Coupling, space: Spac
                 unless=tuple(s for s, _ in ins),
             )
         if len(ins) == 1:
-
             return couple_split(ctx, node, c, space, ins[0], outs)
         if _regroups(space, ins, outs):
             return _link_outer(c, ins[0], outs[0])
@@ -191,7 +190,6 @@ class ReshapeRule(Rule):
         return c
 
     def rewrite_constants(self, node: onnx.NodeProto, ctx: ModelContext, kept: KeptMap, out: RewriteSink) -> bool:
-
         shuffle = find_shuffle(ctx, node)
         if shuffle is not None:
             return rewrite_shuffle(ctx, shuffle, node, kept, out)

@@ -116,7 +116,6 @@ def round_to(text: str) -> int | str:
 
 
 def count(text: str) -> int:
-
     try:
         return parse_count(text)
     except ValueError as exc:
@@ -124,7 +123,6 @@ def count(text: str) -> int:
 
 
 def fraction(text: str) -> float:
-
     try:
         return parse_fraction(text)
     except ValueError as exc:
@@ -161,7 +159,6 @@ def emit(args: argparse.Namespace, text: str) -> None:
 
 
 def shape(text: str) -> tuple[str, list[int]]:
-
     try:
         return parse_shape(text)
     except InvalidArgumentError as exc:

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, external_data=False)  # for its inputs; the weights are read by prune
     _check_outputs(args, out)
     plan_in = Plan.load(args.from_plan) if args.from_plan else None
-    calib, eval_data = _side_inputs(args, model)
+    calib, eval_data = load_side_inputs(model, args.calib, args.eval)
     given = supplied()
     if calib is None and given is not None and len({len(a) for a in given.arrays.values()}) == 1:
         calib = given.arrays  # real inputs (--inputs) are also the statistics source
@@ -116,14 +116,12 @@ def run(args: argparse.Namespace) -> int:
     report_dict["command"] = getattr(args, "command_line", None)
     failed = [g for g in gates if not g.passed]
     if nothing:
-
         emit(args, format_gates(gates))
         if failed:
             raise GateError(f"{failure_message(gates)}; nothing was written")
         emit(args, nothing_msg)
         return EXIT_OK
     if failed:
-
         _show_prune(args, result, bench, gates)
         wrote = _write_reports(args, report_dict, result.plan) if args.reports_on_fail else []
         tail = f"only {' and '.join(map(str, wrote))} written" if wrote else "nothing was written"
@@ -219,11 +217,6 @@ def _check_outputs(args: argparse.Namespace, out: Path | None) -> None:
     check_outputs(outputs, inputs)
 
 
-def _side_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, Any]:
-    """Calibration (--calib) and evaluation (--eval) data, checked against the model's inputs."""
-    return load_side_inputs(model, args.calib, args.eval)
-
-
 def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_dict: dict[str, Any]) -> None:
     """Write the model, plan and reports; all or nothing (a failure removes what was written)."""
 
@@ -239,7 +232,7 @@ def _save_all(args: argparse.Namespace, out: Path | None, result: Any, report_di
             result.report.output = str(out)
             report_dict["output"] = str(out)
         if args.plan == STDOUT:
-            print(json.dumps(result.plan.to_dict(), indent=1))
+            print(result.plan.to_json())
         elif args.plan:
             result.plan.save(args.plan)
             written.append(Path(args.plan))
@@ -259,7 +252,6 @@ def _run_gates(args: argparse.Namespace, spec: Any, model: Any, result: Any, ben
 
     t0 = time.perf_counter()
     if spec.max_drift is not None or eval_data is not None:
-
         model = load_model(model)
     drift = None
     if spec.max_drift is not None:
@@ -290,10 +282,8 @@ def _show_prune(args: argparse.Namespace, result: Any, bench: dict[str, Any] | N
         emit(args, f"settings from {args.config_file}")
     emit(args, result.report.table())
     if bench is not None:
-
         emit(args, format_prune_bench(bench))
     if gates:
-
         emit(args, format_gates(gates))
 
 
@@ -308,7 +298,6 @@ def _write_reports(args: argparse.Namespace, report_dict: dict[str, Any], plan: 
             write_text_atomic(args.report, json.dumps(report_dict, indent=1) + "\n")
             written.append(Path(args.report))
         if args.markdown:
-
             sliced = sorted({s.initializer for s in plan.slices})
             text = render(report_dict, command=getattr(args, "command_line", None) or "spa prune",
                           plan_groups=[{**g.__dict__, "sliced": sliced} for g in plan.groups])

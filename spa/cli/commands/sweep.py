@@ -112,7 +112,6 @@ def _check_matplotlib() -> None:
     import importlib.util
 
     if importlib.util.find_spec("matplotlib") is None:
-
         raise SpaError("--plot needs matplotlib: pip install 'spa[plot]' (or pip install matplotlib)")
 
 
