@@ -12,6 +12,7 @@ import numpy as np
 
 from spa.analysis.consumers import Consumer
 from spa.model.graph import ModelContext
+from spa.scoring.guarded_refit import RefitChoice
 
 
 @dataclass
@@ -23,6 +24,18 @@ class Compensation:
     new_biases: dict[str, np.ndarray] = field(default_factory=dict)
     #: bias initializer -> full-length values, updated in place
     biases: dict[str, np.ndarray] = field(default_factory=dict)
+    #: node name -> how its refit was chosen (sequential compensation), for every consumer considered
+    choices: dict[str, RefitChoice] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, object]:
+        """Counts of the refit kinds and the held-out output error they left, relative to not
+        compensating (the report's ``compensation`` object)."""
+        kinds = {k: sum(c.kind == k for c in self.choices.values()) for k in ("ridge", "bias", "none")}
+        err = sum(c.error for c in self.choices.values() if c.error == c.error)
+        err_none = sum(c.error_none for c in self.choices.values() if c.error_none == c.error_none)
+        return {"consumers": len(self.choices), "refitted": kinds["ridge"], "bias_only": kinds["bias"],
+                "left_sliced": kinds["none"], "held_out_error_ratio": err / err_none if err_none > 0 else None,
+                "per_consumer": {name: c.to_dict() for name, c in self.choices.items()}}
 
     def record(self, c: Consumer, ctx: ModelContext, new: np.ndarray, bias_slot: bool) -> np.ndarray | None:
         """Store augmented weights ``new`` for ``c``; returns the bias as written (or None)."""

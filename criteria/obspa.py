@@ -45,8 +45,9 @@ from spa.model.metrics import measure
 from spa.model.runtime import random_inputs, runtime_errors
 from spa.model.sizes import with_batch
 from spa.scoring.calib import batches
+from spa.scoring.guarded_refit import guarded_refit
 from spa.scoring.input_moments import input_rows, shrunk_moment
-from spa.scoring.obs import LowRankH, ObsLayer, refit, refit_to, removal_scores
+from spa.scoring.obs import LowRankH, ObsLayer, refit, removal_scores
 from spa.scoring.stats import MomentEstimator, activation_H, consumer_statistics
 from spa.scoring.synthetic import synthetic_batches
 from spa.scoring.worlds import PrunedWorld, Stop, Worlds, peak_activation_bytes, twin_supported
@@ -293,13 +294,20 @@ class OBSPACriterion(Criterion):
             if x is None or y is None:
                 continue  # left as masked (the removed columns are sliced away)
             keep = np.flatnonzero(np.isin(c.col_unit, units))
-            new = refit_to(augmented(c, ctx), keep, x, y[:, keep], bias=bias_slot(c))
+            new, choice = guarded_refit(augmented(c, ctx), keep, x, y[:, keep], bias=bias_slot(c))
             del x, y
+            comp.choices[c.node.name] = choice
+            log.debug("obspa: %s: %s%s (held-out error %.4g, uncompensated %.4g)", c.node.name, choice.kind,
+                      f" alpha {choice.alpha:g}" if choice.alpha is not None else "", choice.error, choice.error_none)
+            if not choice.changed:
+                continue  # its weights stay as sliced
             bias = comp.record(c, ctx, new, bias_slot(c))
             if world is not None:
                 worlds.install(c, comp.weights[c.weight], bias)
-        log.info("obspa: compensated %d consumers in %.1f s (%s)", len(comp.weights), time.perf_counter() - t0,
-                 "sequential" if twin else "independent")
+        s = comp.summary()
+        log.info("obspa: %d consumers in %.1f s (%s): %d refitted, %d bias only, %d left as sliced "
+                 "(chosen on held-out samples)", s["consumers"], time.perf_counter() - t0,
+                 "sequential" if twin else "independent", s["refitted"], s["bias_only"], s["left_sliced"])
         return comp
 
     # ---- per-consumer statistics, independent compensation (moments; subclasses) ---------

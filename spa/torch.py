@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import numpy as np
 import onnx
@@ -48,7 +49,7 @@ _NAME_HINT = (
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 #: A layer that can take a bias the pruned ONNX model adds: any Conv, ConvTranspose or Linear.
-_Biasable = _ConvNd | nn.Linear
+_Biasable: TypeAlias = _ConvNd | nn.Linear
 
 
 @dataclass

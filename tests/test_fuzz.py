@@ -21,6 +21,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.fuzz import KINDS, check_run, fuzz_one, listing, mutate, run_cli
+from spa.model.runtime import make_session
 
 #: Small zoo models of both exporters: a residual net, depthwise convs, a squeeze-excite block.
 SOURCES = ("resnet_basic.ts.onnx", "mobilenetv2.dynamo.onnx", "se_block.ts.onnx", "densenet_block.dynamo.onnx")
@@ -128,6 +129,23 @@ def test_negative_dimension(tmp_path: Path) -> None:
     m.graph.input[0].type.tensor_type.shape.dim[2].dim_value = -3
     line, res = _run_on(tmp_path, m)
     assert res.code == 1 and "tensor 'x' has a negative dimension -3" in line, line
+
+
+def test_minus_one_is_a_dynamic_dimension(tmp_path: Path) -> None:
+    # Paddle2ONNX (PaddleOCR's models in rapidocr-onnxruntime) writes dim_value -1 for a dynamic
+    # axis, and onnxruntime reads it so: the model prunes, and the batch stays dynamic.
+    m = _conv_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_value = -1
+    line, res = _run_on(tmp_path, m, "--criterion", "l1")
+    assert res.code == 0 and line == "", (line, res.stderr)
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    for vi in (out.graph.input[0], out.graph.output[0]):
+        first = vi.type.tensor_type.shape.dim[0]
+        assert not first.HasField("dim_value") and [d.dim_value for d in vi.type.tensor_type.shape.dim[1:]][0] > 0
+    sess = make_session(out)
+    for n in (1, 3):
+        assert sess.run(None, {"x": np.zeros((n, 3, 8, 8), np.float32)})[0].shape[0] == n
 
 
 @pytest.mark.parametrize("damage", ["short", "long", "dims"])

@@ -84,3 +84,36 @@ def test_calibration_folder_of_npy(tmp_path: Path) -> None:
 def test_stats_data_without_calib_is_a_user_error() -> None:
     with pytest.raises(InvalidArgumentError, match="--calib"):
         spa.prune(ZOO / "vgg_bn.ts.onnx", criterion="obspa", scoring=Scoring(stats="data"))
+
+
+def test_report_says_how_each_consumer_was_compensated(run_spa, vgg: Path) -> None:
+    d = vgg.parent
+    code, out, err = run_spa("prune", vgg, "--criterion", "obspa", "--report", d / "r.json", cwd=d)
+    assert code == 0, err
+    c = json.loads((d / "r.json").read_text())["compensation"]
+    per = c["per_consumer"]
+    assert c["consumers"] == len(per) > 0
+    assert c["refitted"] + c["bias_only"] + c["left_sliced"] == len(per)
+    kinds = {v["kind"] for v in per.values()}
+    assert kinds <= {"ridge", "bias", "none"}
+    for v in per.values():  # chosen on held-out rows: never worse there than leaving the weights sliced
+        assert v["held_out_error"] <= v["held_out_error_uncompensated"]
+        assert (v["alpha"] is not None) == (v["kind"] == "ridge")
+    assert c["held_out_error_ratio"] <= 1.0
+    line = next(ln for ln in out.splitlines() if ln.startswith("compensation:"))
+    assert f"{c['consumers']} consumers: {c['refitted']} refitted" in line and "left as sliced" in line
+
+
+def test_a_consumer_left_sliced_keeps_its_sliced_weights(vgg: Path) -> None:
+    original = spa.load_model(vgg)
+    pruned, plan, report = spa.prune(original, ratio=0.4, criterion="obspa")
+    assert report.compensation is not None
+    sliced, _, _ = spa.prune(original, from_plan=spa.Plan.from_dict({**plan.to_dict(), "compensated": False}))
+    weight_of = {n.name: n.input[1] for n in spa.load_model(vgg).graph.node if n.op_type in ("Conv", "Gemm")}
+    a = {t.name: numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in sliced.graph.initializer}
+    for node, choice in report.compensation["per_consumer"].items():
+        w = weight_of.get(node)
+        if w is None or w not in a:
+            continue
+        assert np.array_equal(a[w], b[w]) == (choice["kind"] in ("none", "bias")), (node, choice)

@@ -115,7 +115,20 @@ def check_is_model(model: onnx.ModelProto, where: str = "model") -> None:
     if opset > newest:
         raise UnsupportedModelError(f"{where}: opset {opset} is newer than the newest this onnx {onnx.__version__} "
                                     f"knows ({newest}); convert the model to opset {newest} or older")
+    unknown_minus_one(model)
     check_sizes(model, where)
+
+
+def unknown_minus_one(model: onnx.ModelProto) -> None:
+    """Make every ``dim_value: -1`` of the main graph's inputs, outputs and value_info an unknown
+    dimension, in place: Paddle2ONNX (PaddleOCR's models) and some older converters write -1 for
+    a dynamic axis, and onnxruntime reads it so. Other negative sizes stay errors."""
+    g = model.graph
+    for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value == -1:
+                    d.ClearField("dim_value")
 
 
 #: The largest dimension SPA accepts: onnxruntime's kernels index most axes with 32-bit sizes, and

@@ -223,6 +223,8 @@ def prune(
         full = getattr(before, outcome.kind)
         outcome = replace(outcome, achieved=getattr(after, outcome.kind) / max(full, 1))
     report.target = outcome
+    if compensation is not None and compensation.choices:
+        report.compensation = compensation.summary()
     if verify_result:
         original = a.original if a.original is not None else load_model(a.source)
         report.verification = verify(original, pruned, plan, seed=scoring.seed, device=runtime.device,

@@ -62,6 +62,9 @@ class Report:
     target: TargetOutcome | None = None
     #: The input sizes MACs were counted and the model checked at (:meth:`spa.model.sizes.InputSizes.to_dict`).
     sizes: dict[str, Any] | None = None
+    #: A compensating criterion (obspa): how each consumer's refit was chosen on held-out samples
+    #: (:meth:`spa.criteria.compensation.Compensation.summary`).
+    compensation: dict[str, Any] | None = None
 
     @property
     def nothing_to_prune(self) -> bool:
@@ -99,6 +102,8 @@ class Report:
             lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
         if self.target is not None:
             lines.append(target_line(self.target.to_dict()))
+        if self.compensation is not None:
+            lines.append(compensation_line(self.compensation))
         if self.verification is not None:
             lines.append(self.verification.summary())
         total = sum(self.seconds.values())
@@ -115,6 +120,15 @@ def target_line(t: dict[str, Any]) -> str:
                 f"{t['ideal_speedup']:.2f}x; {len(t['trials'])} candidate{'s' * (len(t['trials']) != 1)} timed, {t['runs']} runs each)")
     return (f"target: {t['kind']} <= {t['target']:.1%} of the original -> ratio {t['ratio']:.3f}, "
             f"achieved {t['achieved']:.1%}")
+
+
+def compensation_line(c: dict[str, Any]) -> str:
+    """The console line for a compensated prune: what each consumer got, and what it did on
+    held-out samples."""
+    ratio = c.get("held_out_error_ratio")
+    effect = (f"; held-out output error {ratio:.2f}x that of not compensating" if ratio is not None else "")
+    return (f"compensation: {c['consumers']} consumers: {c['refitted']} refitted, {c['bias_only']} bias only, "
+            f"{c['left_sliced']} left as sliced{effect}")
 
 
 def _fmt(n: int) -> str:

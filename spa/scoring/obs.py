@@ -250,39 +250,6 @@ def refit(layer: ObsLayer, kept_units: np.ndarray) -> np.ndarray:
     return out
 
 
-def refit_to(w: np.ndarray, keep_cols: np.ndarray, x: np.ndarray, y: np.ndarray, bias: bool = True) -> np.ndarray:
-    """Weights for the kept columns of a *changed* input that best reproduce the original output.
-
-    ``x`` holds rows of the consumer's input in the original model, ``y`` the same rows in the
-    pruned one (the layers before it already pruned and compensated), restricted to the kept
-    columns ``keep_cols``. Minimising ``E‖W̃ x̃ − W̃' ỹ‖²`` over ``W̃'`` gives
-    ``W̃' = E[(W̃ x̃) ỹᵀ] · E[ỹ ỹᵀ]⁻¹``, with ``E[ỹ ỹᵀ]`` shrunk as in
-    :func:`shrink`; ``x̃``, ``ỹ`` carry a constant 1 for the bias unless
-    ``bias`` is False (a consumer with no bias to write). With ``y = x`` it is :func:`refit`.
-    The product with ``W̃`` is taken first, so no ``cols x cols`` cross matrix is formed.
-    Returns the augmented weights, full width, removed columns zero.
-    """
-
-    n = x.shape[0]
-    target = x.astype(np.float64) @ w[:, :-1].T + w[:, -1]  # (rows, outputs): the original outputs
-    h_new = shrink(moment(y), n)
-    rhs = np.empty((w.shape[0], y.shape[1] + 1))
-    rhs[:, :-1] = (target.T @ y) / n
-    rhs[:, -1] = target.mean(axis=0)
-    if not bias:
-        h_new, rhs = h_new[:-1, :-1], rhs[:, :-1]
-    d = np.diag(h_new)
-    hk = h_new + np.eye(d.size) * max(REFIT_DAMP * float(np.mean(d)) if d.size else 0.0, 1e-12)
-    try:
-        new_k = np.linalg.solve(hk, rhs.T).T
-    except np.linalg.LinAlgError:
-        new_k = np.linalg.lstsq(hk, rhs.T, rcond=None)[0].T
-    out = np.zeros_like(w)
-    cols = np.append(keep_cols, w.shape[1] - 1) if bias else keep_cols
-    out[:, cols] = new_k
-    return out
-
-
 def shrink_weight(cols: int, n: int) -> float:
     """How far :func:`shrink` moves an estimate from ``n`` rows of ``cols`` columns."""
     return 0.0 if n >= 4 * cols else min(0.5, cols / max(4.0 * n, 1.0))
