@@ -117,3 +117,27 @@ def test_a_consumer_left_sliced_keeps_its_sliced_weights(vgg: Path) -> None:
         if w is None or w not in a:
             continue
         assert np.array_equal(a[w], b[w]) == (choice["kind"] in ("none", "bias")), (node, choice)
+
+
+def test_console_json_and_exit_code_agree_on_a_compensated_plan(run_spa, vgg: Path) -> None:
+    # Drift of a compensated plan is reported, not judged: the console says REPORTED (never
+    # PASSED), the JSON has no per-output verdict, and the exit code is 0.
+    d = vgg.parent
+    code, out, err = run_spa("prune", vgg, "--criterion", "obspa", "--verify", "--plan", d / "plan.json",
+                             "--report", d / "r.json", cwd=d)
+    assert code == 0, err
+    assert "verification (drift) REPORTED" in out and "verification (drift) PASSED" not in out
+    v = json.loads((d / "r.json").read_text())["verification"]
+    assert v["mode"] == "drift" and v["passed"] is True and v["judged"] is False
+    assert v["outputs"] and all(o["ok"] is None for o in v["outputs"])
+    code, out, _ = run_spa("verify", vgg, d / "vgg.pruned.onnx", "--plan", d / "plan.json", cwd=d)
+    assert code == 0 and "REPORTED" in out and "MISMATCH" not in out and " drift\n" in out + "\n"
+    code, out, _ = run_spa("verify", vgg, d / "vgg.pruned.onnx", "--plan", d / "plan.json", "--json", cwd=d)
+    j = json.loads(out)
+    assert code == 0 and j["judged"] is False and all(o["ok"] is None for o in j["outputs"])
+    # an uncompensated plan is judged: PASSED with every output ok
+    code, out, err = run_spa("prune", vgg, "--criterion", "l1", "--verify", "-o", d / "l1.onnx", "--report",
+                             d / "l1.json", cwd=d)
+    assert code == 0 and "verification (masked-equivalence) PASSED" in out, err
+    v = json.loads((d / "l1.json").read_text())["verification"]
+    assert v["judged"] is True and v["passed"] is True and all(o["ok"] is True for o in v["outputs"])

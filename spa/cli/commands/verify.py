@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(v.to_dict(), indent=1))
     else:
         for o in v.outputs:
-            emit(args, f"  {o.name}: max abs diff {o.max_abs:.3g} (output scale {o.scale:.3g}) {'ok' if o.ok else 'MISMATCH'}")
+            verdict = "drift" if o.ok is None else "ok" if o.ok else "MISMATCH"
+            emit(args, f"  {o.name}: max abs diff {o.max_abs:.3g} (output scale {o.scale:.3g}) {verdict}")
         if v.runs:
             emit(args, "input sizes: " + "; ".join(" ".join(f"{k}:{'x'.join(map(str, d))}" for k, d in r.items())
                                                    for r in v.runs))
