@@ -26,6 +26,9 @@ class Compensation:
     biases: dict[str, np.ndarray] = field(default_factory=dict)
     #: node name -> how its refit was chosen (sequential compensation), for every consumer considered
     choices: dict[str, RefitChoice] = field(default_factory=dict)
+    #: model output -> relative drift of the compensated model from the original on the samples
+    #: the refits held out (sequential compensation)
+    output_drift: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         """Counts of the refit kinds and the held-out output error they left, relative to not
@@ -35,6 +38,7 @@ class Compensation:
         err_none = sum(c.error_none for c in self.choices.values() if c.error_none == c.error_none)
         return {"consumers": len(self.choices), "refitted": kinds["ridge"], "bias_only": kinds["bias"],
                 "left_sliced": kinds["none"], "held_out_error_ratio": err / err_none if err_none > 0 else None,
+                "held_out_output_drift": dict(self.output_drift),
                 "per_consumer": {name: c.to_dict() for name, c in self.choices.items()}}
 
     def record(self, c: Consumer, ctx: ModelContext, new: np.ndarray, bias_slot: bool) -> np.ndarray | None:

@@ -45,7 +45,7 @@ from spa.model.metrics import measure
 from spa.model.runtime import random_inputs, runtime_errors
 from spa.model.sizes import with_batch
 from spa.scoring.calib import batches
-from spa.scoring.guarded_refit import guarded_refit
+from spa.scoring.guarded_refit import HOLDOUT, guarded_refit
 from spa.scoring.input_moments import input_rows, shrunk_moment
 from spa.scoring.obs import LowRankH, ObsLayer, refit, removal_scores
 from spa.scoring.stats import MomentEstimator, activation_H, consumer_statistics
@@ -104,6 +104,30 @@ def sample_count(ctx: ModelContext) -> int:
 
     macs = max(measure(ctx, with_size=False).macs, 1)
     return int(min(MAX_SAMPLES, max(MIN_SAMPLES, min(SAMPLE_MACS // macs, memory_cap(ctx)))))
+
+
+def held_out_drift(outputs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+                   feeds: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    """Per float output, ``max|pruned − original| / max|original|`` over the last quarter of the
+    samples (the rows every refit held out), from :meth:`Worlds.finish`."""
+    sizes = [len(next(iter(f.values()))) if f else 0 for f in feeds]
+    total, seen, first = sum(sizes), 0, 0
+    for k, n in enumerate(sizes):  # the first batch that starts in the last quarter
+        if seen >= total - round(total * HOLDOUT):
+            first = k
+            break
+        seen += n
+    else:
+        first = len(sizes) - 1
+    drift: dict[str, float] = {}
+    for name in outputs[0][0] if outputs else ():
+        pairs = [(o[name], p[name]) for o, p in outputs[first:] if name in o and name in p]
+        if not pairs or pairs[0][0].dtype.kind != "f":
+            continue
+        diff = max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in pairs)
+        scale = max(float(np.max(np.abs(a))) if a.size else 0.0 for a, _ in pairs)
+        drift[name] = diff / scale if scale > 0 else diff
+    return drift
 
 
 class OBSPACriterion(Criterion):
@@ -281,7 +305,8 @@ class OBSPACriterion(Criterion):
         twin = twin_supported(ctx)
         world = PrunedWorld(masks, {}, {c.node.name: c.bias_vector(ctx).astype(ctx.array(c.weight).dtype)
                                         for c in consumers if c.kind in ("conv", "gemm")}) if twin else None
-        worlds = Worlds(ctx, consumers, self._feeds(ctx), batch_stats=self.stats == "synthetic", pruned=world)
+        feeds = self._feeds(ctx)
+        worlds = Worlds(ctx, consumers, feeds, batch_stats=self.stats == "synthetic", pruned=world, outputs=twin)
         comp = Compensation()
         for stop in worlds.stops():
             c = stop.consumer
@@ -304,6 +329,8 @@ class OBSPACriterion(Criterion):
             bias = comp.record(c, ctx, new, bias_slot(c))
             if world is not None:
                 worlds.install(c, comp.weights[c.weight], bias)
+        if world is not None:
+            comp.output_drift = held_out_drift(worlds.finish(), feeds)
         s = comp.summary()
         log.info("obspa: %d consumers in %.1f s (%s): %d refitted, %d bias only, %d left as sliced "
                  "(chosen on held-out samples)", s["consumers"], time.perf_counter() - t0,

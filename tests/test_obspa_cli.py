@@ -100,8 +100,12 @@ def test_report_says_how_each_consumer_was_compensated(run_spa, vgg: Path) -> No
         assert v["held_out_error"] <= v["held_out_error_uncompensated"]
         assert (v["alpha"] is not None) == (v["kind"] == "ridge")
     assert c["held_out_error_ratio"] <= 1.0
+    drift = c["held_out_output_drift"]
+    assert set(drift) == {o.name for o in onnx.load(str(vgg)).graph.output}
+    assert all(np.isfinite(v) and v >= 0 for v in drift.values())
     line = next(ln for ln in out.splitlines() if ln.startswith("compensation:"))
     assert f"{c['consumers']} consumers: {c['refitted']} refitted" in line and "left as sliced" in line
+    assert "output drift on held-out synthetic samples" in line
 
 
 def test_a_consumer_left_sliced_keeps_its_sliced_weights(vgg: Path) -> None:
@@ -141,3 +145,17 @@ def test_console_json_and_exit_code_agree_on_a_compensated_plan(run_spa, vgg: Pa
     assert code == 0 and "verification (masked-equivalence) PASSED" in out, err
     v = json.loads((d / "l1.json").read_text())["verification"]
     assert v["judged"] is True and v["passed"] is True and all(o["ok"] is True for o in v["outputs"])
+
+
+def test_held_out_drift_uses_the_last_quarter_of_the_samples() -> None:
+    from spa.criteria.obspa import held_out_drift
+
+    feeds = [{"x": np.zeros((32, 1))} for _ in range(8)]  # 256 samples: the last quarter is batches 6 and 7
+    outs = []
+    for k in range(8):
+        a = np.full((32, 2), 2.0, np.float32)
+        b = a.copy()
+        b[:, 0] += 100.0 if k < 6 else 0.5  # huge drift on the fitted samples, 0.5 on the held-out ones
+        outs.append(({"y": a}, {"y": b}))
+    assert held_out_drift(outs, feeds) == {"y": pytest.approx(0.25)}
+    assert held_out_drift([({"i": np.ones(3, np.int64)}, {"i": np.zeros(3, np.int64)})], [{"x": np.zeros((1, 1))}]) == {}

@@ -126,9 +126,13 @@ def compensation_line(c: dict[str, Any]) -> str:
     """The console line for a compensated prune: what each consumer got, and what it did on
     held-out samples."""
     ratio = c.get("held_out_error_ratio")
-    effect = (f"; held-out output error {ratio:.2f}x that of not compensating" if ratio is not None else "")
+    effect = (f"; held-out layer error {ratio:.2f}x that of not compensating" if ratio is not None else "")
+    drift = c.get("held_out_output_drift") or {}
+    worst = max(drift.items(), key=lambda kv: kv[1], default=None)
+    out = (f"; output drift on held-out synthetic samples: '{worst[0]}' {worst[1]:.3g} (relative)"
+           if worst is not None else "")
     return (f"compensation: {c['consumers']} consumers: {c['refitted']} refitted, {c['bias_only']} bias only, "
-            f"{c['left_sliced']} left as sliced{effect}")
+            f"{c['left_sliced']} left as sliced{effect}{out}")
 
 
 def _fmt(n: int) -> str:

@@ -115,8 +115,14 @@ class Worlds:
     """
 
     def __init__(self, ctx: ModelContext, consumers: list[Consumer], batches: list[dict[str, np.ndarray]], *,
-                 batch_stats: bool, pruned: PrunedWorld | None = None, device: str = "cpu") -> None:
+                 batch_stats: bool, pruned: PrunedWorld | None = None, device: str = "cpu",
+                 outputs: bool = False) -> None:
         self.ctx = ctx
+        #: keep the model's outputs for :meth:`finish`
+        self.outputs = [o.name for o in ctx.model.graph.output] if outputs else []
+        self._cache: list[dict[str, np.ndarray]] = []
+        self._remaining: dict[str, int] = {}
+        self._pos = 0
         self.batches = batches
         self.pruned = pruned
         self.device = device
@@ -212,20 +218,30 @@ class Worlds:
             for node in world:
                 for r in reads(node):
                     remaining[r] = remaining.get(r, 0) + 1
-        for a, b in names:
+        for a, b in [*names, *((o, self.pname(o) if self.pruned is not None else None) for o in self.outputs)]:
             for t in (a, b):
                 if t:
                     remaining[t] = remaining.get(t, 0) + 1
         cache: list[dict[str, np.ndarray]] = [dict(b) for b in self.batches]
-        pos = 0
+        self._cache, self._remaining, self._pos = cache, remaining, 0
         for c, idx, (xa, xb) in zip(self.consumers, stop_at, names):
-            if idx > pos:
-                self._run(self.nodes[pos:idx], cache, remaining)
-                pos = idx
+            if idx > self._pos:
+                self._run(self.nodes[self._pos:idx], cache, remaining)
+                self._pos = idx
             yield Stop(c, [v[xa] for v in cache], [v[xb] for v in cache] if xb else None)
             for t in (xa, xb):
                 if t:
                     _release(t, cache, remaining)
+
+    def finish(self) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """After the last stop (``outputs=True``, a twin run): run the rest of the model and return,
+        per batch, the model's outputs in the original and in the pruned world."""
+        assert self.pruned is not None and self.outputs
+        if self._pos < len(self.nodes):
+            self._run(self.nodes[self._pos:], self._cache, self._remaining)
+            self._pos = len(self.nodes)
+        return [({o: v[o] for o in self.outputs if o in v},
+                 {o: v[self.pname(o)] for o in self.outputs if self.pname(o) in v}) for v in self._cache]
 
     def _run(self, worlds: list[list[onnx.NodeProto]], cache: list[dict[str, np.ndarray]],
              remaining: dict[str, int]) -> None:
