@@ -77,3 +77,25 @@ def test_round_to_from_a_settings_file(run_spa, tmp_path: Path) -> None:
     code, _, err = run_spa("prune", "m.onnx", "--plan", "p.json", "-o", "a.onnx", "--criterion", "l1", cwd=tmp_path)
     assert code == 0, err
     assert json.loads((tmp_path / "p.json").read_text())["options"]["round_to"] == 1
+
+
+def test_report_names_every_group_rounding_or_the_ratio_left_unchanged(run_spa, tmp_path: Path) -> None:
+    # The quickstart model: three 16-unit groups keep all units at 0.4 with --round-to auto (10 kept
+    # round up to 16); the report says so for each, on the console and in the JSON.
+    src = tmp_path / "m.onnx"
+    shutil.copy(ZOO / "resnet_basic.ts.onnx", src)
+    code, out, err = run_spa("prune", src, "--ratio", "0.4", "--criterion", "l1", "--report", tmp_path / "r.json",
+                             cwd=tmp_path)
+    assert code == 0, err
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert len(r["unchanged"]) == r["groups_unchanged"] == 3
+    for u in r["unchanged"]:
+        assert u["units"] == 16 and "--round-to auto (multiples of 8 here) rounds the 10 kept up to all 16" in u["reason"]
+        assert f"unchanged group {u['group']} (" in out
+    # at --round-to 1 nothing is left unchanged; at a ratio too small for a group, the ratio is named
+    _, _, rep = spa.prune(src, 0.4, "l1", selection=spa.Selection(round_to=1))
+    assert rep.unchanged == [] and rep.groups_unchanged == 0
+    _, _, rep = spa.prune(src, 0.05, "l1", selection=spa.Selection(round_to=1))
+    assert rep.unchanged and all("removes floor(0.05 x 16) = 0 of its 16 units" in u.reason for u in rep.unchanged)
+    _, _, rep = spa.prune(src, 0.05, "l1", selection=spa.Selection(global_ranking=True))
+    assert all("--global" in u.reason for u in rep.unchanged)

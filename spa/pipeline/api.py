@@ -34,7 +34,7 @@ from spa.model.sizes import resolve as resolve_sizes
 from spa.passes.normalize import normalize, retie_uses, share_unsliced_uses
 from spa.pipeline.targets import find_ratio, find_ratio_for_latency
 from spa.planning.plan import Plan, kept_spaces, make_plan, units_from_plan
-from spa.planning.selection import check_ratio, select_units
+from spa.planning.selection import check_ratio, select_units, unchanged_reason
 from spa.records import KeptUnits, Runtime, Scoring, Selection, Target
 from spa.report.prune_report import BlockedGroup, Report, TargetOutcome
 from spa.rewrite import apply_plan, check_valid
@@ -216,7 +216,7 @@ def prune(
     # with other axes (the MACs of Swin's windows): as for the original (no run for the rest).
     complete_with_runtime(after_ctx, a.sizes.sizes.checks if a.sizes.ran else None)
     after = measure(after_ctx, at=typical)
-    report = _report(a, plan, kept_units, before, after, crit_name, ratio)
+    report = _report(a, plan, kept_units, before, after, crit_name, ratio, selection)
     if a.sizes.ran:
         report.sizes = {**a.sizes.sizes.to_dict(), "summary": a.sizes.sizes.summary(), "single_size": a.sizes.fixed}
     if outcome is not None and outcome.kind in ("macs", "params"):
@@ -280,14 +280,14 @@ def _nothing_to_prune(a: Analysis, before: Cost, criterion: str, ratio: float, s
     to check (and a model onnxruntime cannot run on random inputs is still "nothing to prune")."""
     share_unsliced_uses(a.model)
     plan = make_plan(os.path.basename(a.source), criterion, ratio, a.groups, {}, a.ctx, {"seed": seed})
-    report = _report(a, plan, {}, before, before, criterion, ratio)
+    report = _report(a, plan, {}, before, before, criterion, ratio, Selection())
     report.seconds = {"analyze": analyze_s, "score": 0.0, "rewrite": 0.0, "measure": 0.0}
     log.info("nothing to prune: %d groups, none prunable; nothing was scored, rewritten or run", len(a.groups))
     return PruneResult(a.model, plan, report)
 
 
 def _report(a: Analysis, plan: Plan, kept_units: KeptUnits, before: Cost, after: Cost,
-            criterion: str, ratio: float) -> Report:
+            criterion: str, ratio: float, selection: Selection) -> Report:
     r = Report(model=a.source, criterion=criterion, ratio=ratio, before=before, after=after)
     r.groups_total = len(a.groups)
     r.groups_prunable = len(a.prunable)
@@ -299,6 +299,9 @@ def _report(a: Analysis, plan: Plan, kept_units: KeptUnits, before: Cost, after:
             r.units_removed += g.n_units - len(kept_units[g.id])
         else:
             r.groups_unchanged += 1
+            if g.prunable:
+                r.unchanged.append(BlockedGroup(g.id, g.describe(a.ctx), g.n_units, unchanged_reason(
+                    g.n_units, ratio, selection.round_to, selection.global_ranking)))
     return r
 
 

@@ -59,6 +59,20 @@ def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
     return max(1, min(n, n_keep))
 
 
+def unchanged_reason(n: int, ratio: float, round_to: int | str, global_ranking: bool) -> str:
+    """Why a prunable group of ``n`` units keeps all of them (for the report)."""
+    if global_ranking:
+        return "the global ranking (--global) removed none of its units"
+    drop = math.floor(ratio * n)
+    if drop == 0:
+        return f"ratio {ratio:g} removes floor({ratio:g} x {n}) = 0 of its {n} units"
+    multiple = (AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1) if isinstance(round_to, str) else round_to
+    if multiple > 1 and _round_keep(n - drop, n, round_to) == n:
+        how = f"--round-to {round_to}" + (f" (multiples of {multiple} here)" if isinstance(round_to, str) else "")
+        return f"ratio {ratio:g} would remove {drop} of its {n} units; {how} rounds the {n - drop} kept up to all {n}"
+    return "every unit the ratio would remove is the last of a member tensor, which keeps one"
+
+
 def _top(scores: np.ndarray, n_keep: int) -> np.ndarray:
     order = np.lexsort((np.arange(scores.size), -scores))  # high score first, then low index
     return np.sort(order[:n_keep])

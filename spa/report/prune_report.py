@@ -53,6 +53,8 @@ class Report:
     groups_pruned: int = 0
     groups_unchanged: int = 0
     blocked: list[BlockedGroup] = field(default_factory=list)
+    #: prunable groups that keep every unit, each with the reason (rounding, a ratio too small)
+    unchanged: list[BlockedGroup] = field(default_factory=list)
     units_removed: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     output: str | None = None
@@ -100,6 +102,10 @@ class Report:
             lines.append(f"  blocked group {b.group} ({b.name}, {b.units} units): {b.reason}")
         if len(self.blocked) > 10:
             lines.append(f"  ... and {len(self.blocked) - 10} more blocked groups (see `spa groups`)")
+        for u in self.unchanged[:10]:
+            lines.append(f"  unchanged group {u.group} ({u.name}, {u.units} units): {u.reason}")
+        if len(self.unchanged) > 10:
+            lines.append(f"  ... and {len(self.unchanged) - 10} more unchanged groups (see the JSON report)")
         if self.target is not None:
             lines.append(target_line(self.target.to_dict()))
         if self.compensation is not None:
