@@ -31,7 +31,7 @@ from spa.model.graph import ModelContext
 from spa.model.metrics import Cost, measure
 from spa.model.runtime import random_inputs
 from spa.planning.plan import kept_spaces, make_plan
-from spa.planning.selection import select_units
+from spa.planning.selection import kept_for_counts, multiple_of, select_units
 from spa.report.bench import bench_model, bench_models, resolve_shapes
 from spa.rewrite import apply_plan
 
@@ -63,8 +63,12 @@ class TargetResult:
 
 def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndarray], *, target_macs: float | None = None,
                target_params: float | None = None, global_ranking: bool = False, round_to: int | str = 1,
-               steps: int = 24) -> TargetResult:
-    """The smallest ratio whose estimated cost is at most the target fraction of the original."""
+               steps: int = 24, warn: bool = True) -> TargetResult:
+    """The smallest ratio whose estimated cost is at most the target fraction of the original.
+
+    With rounding (``round_to`` other than 1) the search is over exact counts, and the counts
+    are then rounded inside the budget (:func:`_round_within`). A result further than
+    :data:`CLOSE` below the target is logged as a warning (``warn``)."""
     if (target_macs is None) == (target_params is None):
         raise InvalidArgumentError("give exactly one of --target-macs and --target-params")
     kind, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
@@ -78,6 +82,17 @@ def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndar
         kept = select_units(groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
         return getattr(estimate(ctx, groups, kept), kind) / max(full, 1), kept
 
+    if any(multiple_of(g.n_units, round_to) > 1 for g in groups if g.id in scores):
+        # Rounding after a uniform ratio jumps (a 16-unit group keeps 16 or 8): search exact counts,
+        # then round each group to a multiple inside the budget.
+        exact = find_ratio(ctx, groups, scores, target_macs=target_macs, target_params=target_params,
+                           global_ranking=global_ranking, round_to=1, steps=steps, warn=False)
+        rounded = _round_within(ctx, groups, scores, exact, round_to, full)
+        if warn and rounded.achieved < CLOSE * target:
+            log.warning("--target-%s %g: the closest SPA finds within the budget leaves %.3f of the original "
+                        "(exact channel counts, --round-to 1: %.3f); a ratio moves every group at once, and "
+                        "rounding in steps of whole multiples", kind, target, rounded.achieved, exact.achieved)
+        return rounded
     lo, hi = 0.0, 0.999
     best = fraction(0.0)
     if best[0] <= target:
@@ -94,7 +109,85 @@ def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndar
             hi, best = mid, got
         else:
             lo = mid
+    if warn and best[0] < CLOSE * target:
+        log.warning("--target-%s %g: the closest SPA finds within the budget leaves %.3f of the original; a "
+                    "ratio moves every group at once", kind, target, best[0])
     return TargetResult(kind, target, hi, best[0], best[1])
+
+
+#: Rounded counts within this fraction of a cost target are close enough (no more swaps) ...
+CLOSE = 0.95
+#: ... and at most this many candidate swaps are estimated.
+MAX_SWAPS = 200
+
+
+def _round_within(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndarray], exact: TargetResult,
+                  round_to: int | str, full: int) -> TargetResult:
+    """Round every group's kept count of the exact-count solution ``exact`` to its multiple, up
+    where the budget allows and down where it does not: all groups start rounded up; while the
+    cost is over the target, the group that loses the least score by rounding down (scores
+    relative to the group's mean) is rounded down; then each rounded-down group goes back up
+    (the costliest loss first) where the budget still allows it; then, while the cost is under
+    :data:`CLOSE` of the target, the move of one group up a multiple (and another down one) that
+    comes closest to the target without passing it is made (at most :data:`MAX_SWAPS` estimates). Rounding every group down costs
+    at most what ``exact`` costs, so the target stays met whenever ``exact`` met it."""
+    by_id = {g.id: g for g in groups}
+    counts = {gid: len(units) for gid, units in exact.kept_units.items()}
+    up, down = dict(counts), dict(counts)
+    for gid, k in counts.items():
+        m = multiple_of(by_id[gid].n_units, round_to)
+        if m > 1:
+            up[gid] = min(by_id[gid].n_units, math.ceil(k / m) * m)
+            down[gid] = max(1, min(k, (k // m) * m or m))
+    flexible = [gid for gid in counts if up[gid] != down[gid]]
+
+    def loss(gid: int) -> float:
+        s = scores[gid] / (float(np.mean(np.abs(scores[gid]))) or 1.0)
+        ranked = np.sort(s)[::-1]
+        return float(ranked[down[gid]:up[gid]].sum())
+
+    def cost(c: dict[int, int]) -> tuple[float, dict[int, np.ndarray]]:
+        kept = kept_for_counts(groups, scores, c)
+        return getattr(estimate(ctx, groups, kept), exact.kind) / max(full, 1), kept
+
+    current = dict(up)
+    got = cost(current)
+    for gid in sorted(flexible, key=loss):
+        if got[0] <= exact.target:
+            break
+        current[gid] = down[gid]
+        got = cost(current)
+    for gid in sorted((g for g in flexible if current[g] == down[g]), key=loss, reverse=True):
+        trial = {**current, gid: up[gid]}  # back up where the budget still allows it, costliest loss first
+        again = cost(trial)
+        if again[0] <= exact.target:
+            current, got = trial, again
+    # Closer to the target: move one group up a multiple (and another down one) where that stays
+    # within the budget, the move that comes closest to the target first, a bounded number of times.
+    step = {gid: multiple_of(by_id[gid].n_units, round_to) for gid in flexible}
+    tries = 0
+    while got[0] < CLOSE * exact.target and tries < MAX_SWAPS:
+        best_trial: tuple[float, dict[int, int], dict[int, np.ndarray]] | None = None
+        raise_ = [g for g in flexible if current[g] + step[g] <= by_id[g].n_units]
+        lower = [g for g in flexible if current[g] - step[g] >= step[g]]
+        for i in raise_:
+            for j in [None, *(g for g in lower if g != i)]:
+                if tries >= MAX_SWAPS:
+                    break
+                trial = {**current, i: current[i] + step[i]}
+                if j is not None:
+                    trial[j] = current[j] - step[j]
+                tries += 1
+                again = cost(trial)
+                if got[0] < again[0] <= exact.target and (best_trial is None or again[0] > best_trial[0]):
+                    best_trial = (again[0], trial, again[1])
+        if best_trial is None:
+            break
+        current, got = best_trial[1], (best_trial[0], best_trial[2])
+    if got[0] > exact.target and exact.achieved <= exact.target:  # cannot happen (monotone); keep exact counts
+        log.warning("rounding could not meet the %s target; kept counts are exact", exact.kind)
+        return exact
+    return dataclasses.replace(exact, achieved=got[0], kept_units=got[1])
 
 
 # ---- measured latency ----------------------------------------------------------------------

@@ -59,6 +59,19 @@ def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
     return max(1, min(n, n_keep))
 
 
+def multiple_of(n: int, round_to: int | str) -> int:
+    """The multiple a group of ``n`` units keeps (1: exact counts)."""
+    round_to = check_round_to(round_to)
+    return (AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1) if isinstance(round_to, str) else round_to
+
+
+def kept_for_counts(groups: list[Group], scores: dict[int, np.ndarray], counts: dict[int, int]) -> dict[int, np.ndarray]:
+    """The ``counts[g]`` best-scoring units of every group in ``counts`` (each member tensor keeps one)."""
+    by_id = {g.id: g for g in groups}
+    return {gid: _cover_members(by_id[gid], _top(scores[gid], max(1, min(by_id[gid].n_units, k))), scores[gid])
+            for gid, k in counts.items()}
+
+
 def unchanged_reason(n: int, ratio: float, round_to: int | str, global_ranking: bool) -> str:
     """Why a prunable group of ``n`` units keeps all of them (for the report)."""
     if global_ranking:
