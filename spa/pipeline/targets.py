@@ -138,7 +138,7 @@ def _round_within(ctx: ModelContext, groups: list[Group], scores: dict[int, np.n
         m = multiple_of(by_id[gid].n_units, round_to)
         if m > 1:
             up[gid] = min(by_id[gid].n_units, math.ceil(k / m) * m)
-            down[gid] = max(1, min(k, (k // m) * m or m))
+            down[gid] = max(1, min(k, (k // m) * m or m))  # below one multiple: the exact count (in budget)
     flexible = [gid for gid in counts if up[gid] != down[gid]]
 
     def loss(gid: int) -> float:
