@@ -12,7 +12,7 @@ import numpy as np
 
 from spa.analysis.consumers import Consumer
 from spa.model.graph import ModelContext
-from spa.scoring.guarded_refit import RefitChoice
+from spa.scoring.guarded_refit import KINDS, RefitChoice
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Compensation:
     def summary(self) -> dict[str, object]:
         """Counts of the refit kinds and the held-out output error they left, relative to not
         compensating (the report's ``compensation`` object)."""
-        kinds = {k: sum(c.kind == k for c in self.choices.values()) for k in ("ridge", "bias", "none")}
+        kinds = {k: sum(c.kind == k for c in self.choices.values()) for k in KINDS}
         err = sum(c.error for c in self.choices.values() if c.error == c.error)
         err_none = sum(c.error_none for c in self.choices.values() if c.error_none == c.error_none)
         return {"consumers": len(self.choices), "refitted": kinds["ridge"], "bias_only": kinds["bias"],

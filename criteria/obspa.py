@@ -111,14 +111,9 @@ def held_out_drift(outputs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarr
     """Per float output, ``max|pruned − original| / max|original|`` over the last quarter of the
     samples (the rows every refit held out), from :meth:`Worlds.finish`."""
     sizes = [len(next(iter(f.values()))) if f else 0 for f in feeds]
-    total, seen, first = sum(sizes), 0, 0
-    for k, n in enumerate(sizes):  # the first batch that starts in the last quarter
-        if seen >= total - round(total * HOLDOUT):
-            first = k
-            break
-        seen += n
-    else:
-        first = len(sizes) - 1
+    starts = np.cumsum([0, *sizes[:-1]])
+    # the first batch that starts in the last quarter (the last batch if none does)
+    first = min(int(np.searchsorted(starts, sum(sizes) - round(sum(sizes) * HOLDOUT))), len(sizes) - 1)
     drift: dict[str, float] = {}
     for name in outputs[0][0] if outputs else ():
         pairs = [(o[name], p[name]) for o, p in outputs[first:] if name in o and name in p]

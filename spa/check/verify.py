@@ -248,9 +248,9 @@ def verify(
     if not passed and mode == "masked-equivalence" and any(qop_of(n) is not None for n in original.graph.node):
         # uint8 activations x int8 weights saturate in pairs of products on x86 (without reduce_range),
         # so such a kernel gives other sums once channels are gone; int8 x int8 and reduce_range are exact.
-        return Verification("masked-approx", True, [replace(d, ok=None) for d in diffs], "QOperator model with uint8 x int8 kernels, which "
-                            "saturate on x86 and so differ once channels are removed: the difference to the masked "
-                            "model is reported, not judged", runs[0], runs)
+        note = ("QOperator model with uint8 x int8 kernels, which saturate on x86 and so differ once channels are "
+                "removed: the difference to the masked model is reported, not judged")
+        return Verification("masked-approx", True, [replace(d, ok=None) for d in diffs], note, runs[0], runs)
     return Verification(mode, passed, diffs, note, runs[0], runs)
 
 

@@ -63,36 +63,39 @@ class TargetResult:
 
 def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndarray], *, target_macs: float | None = None,
                target_params: float | None = None, global_ranking: bool = False, round_to: int | str = 1,
-               steps: int = 24, warn: bool = True) -> TargetResult:
+               steps: int = 24) -> TargetResult:
     """The smallest ratio whose estimated cost is at most the target fraction of the original.
 
-    With rounding (``round_to`` other than 1) the search is over exact counts, and the counts
-    are then rounded inside the budget (:func:`_round_within`). A result further than
-    :data:`CLOSE` below the target is logged as a warning (``warn``)."""
+    The bisection is over exact counts; with rounding (``round_to`` other than 1) the counts are
+    then rounded inside the budget (:func:`_round_within`), since rounding after a uniform ratio
+    jumps (a 16-unit group keeps 16 or 8). A result further than :data:`CLOSE` below the target
+    is logged as a warning."""
     if (target_macs is None) == (target_params is None):
         raise InvalidArgumentError("give exactly one of --target-macs and --target-params")
     kind, target = ("macs", target_macs) if target_macs is not None else ("params", target_params)
     assert target is not None
     if not 0.0 < target <= 1.0:
         raise InvalidArgumentError(f"--target-{kind} is a fraction of the original in (0, 1], got {target}")
-    base = measure(ctx, with_size=False)
-    full = getattr(base, kind)
+    full = getattr(measure(ctx, with_size=False), kind)
+    exact = _bisect(ctx, groups, scores, kind, target, full, global_ranking, steps)
+    rounding = any(multiple_of(g.n_units, round_to) > 1 for g in groups if g.id in scores)
+    found = _round_within(ctx, groups, scores, exact, round_to, full) if rounding else exact
+    if found.achieved < CLOSE * target:
+        also = f" (exact channel counts, --round-to 1: {exact.achieved:.3f})" if rounding else ""
+        log.warning("--target-%s %g: the closest SPA finds within the budget leaves %.3f of the original%s; a "
+                    "uniform ratio moves every group at once%s", kind, target, found.achieved, also,
+                    ", and rounded counts move in whole multiples" if rounding else "")
+    return found
+
+
+def _bisect(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndarray], kind: str, target: float,
+            full: int, global_ranking: bool, steps: int) -> TargetResult:
+    """The smallest ratio (exact counts) whose estimated ``kind`` is at most ``target`` of ``full``."""
 
     def fraction(ratio: float) -> tuple[float, dict[int, np.ndarray]]:
-        kept = select_units(groups, scores, ratio, global_ranking=global_ranking, round_to=round_to)
+        kept = select_units(groups, scores, ratio, global_ranking=global_ranking, round_to=1)
         return getattr(estimate(ctx, groups, kept), kind) / max(full, 1), kept
 
-    if any(multiple_of(g.n_units, round_to) > 1 for g in groups if g.id in scores):
-        # Rounding after a uniform ratio jumps (a 16-unit group keeps 16 or 8): search exact counts,
-        # then round each group to a multiple inside the budget.
-        exact = find_ratio(ctx, groups, scores, target_macs=target_macs, target_params=target_params,
-                           global_ranking=global_ranking, round_to=1, steps=steps, warn=False)
-        rounded = _round_within(ctx, groups, scores, exact, round_to, full)
-        if warn and rounded.achieved < CLOSE * target:
-            log.warning("--target-%s %g: the closest SPA finds within the budget leaves %.3f of the original "
-                        "(exact channel counts, --round-to 1: %.3f); a ratio moves every group at once, and "
-                        "rounding in steps of whole multiples", kind, target, rounded.achieved, exact.achieved)
-        return rounded
     lo, hi = 0.0, 0.999
     best = fraction(0.0)
     if best[0] <= target:
@@ -109,9 +112,6 @@ def find_ratio(ctx: ModelContext, groups: list[Group], scores: dict[int, np.ndar
             hi, best = mid, got
         else:
             lo = mid
-    if warn and best[0] < CLOSE * target:
-        log.warning("--target-%s %g: the closest SPA finds within the budget leaves %.3f of the original; a "
-                    "ratio moves every group at once", kind, target, best[0])
     return TargetResult(kind, target, hi, best[0], best[1])
 
 
@@ -129,13 +129,15 @@ def _round_within(ctx: ModelContext, groups: list[Group], scores: dict[int, np.n
     relative to the group's mean) is rounded down; then each rounded-down group goes back up
     (the costliest loss first) where the budget still allows it; then, while the cost is under
     :data:`CLOSE` of the target, the move of one group up a multiple (and another down one) that
-    comes closest to the target without passing it is made (at most :data:`MAX_SWAPS` estimates). Rounding every group down costs
-    at most what ``exact`` costs, so the target stays met whenever ``exact`` met it."""
+    comes closest to the target without passing it is made (at most :data:`MAX_SWAPS` estimates).
+    Rounding every group down costs at most what ``exact`` costs, so the target stays met
+    whenever ``exact`` met it."""
     by_id = {g.id: g for g in groups}
     counts = {gid: len(units) for gid, units in exact.kept_units.items()}
     up, down = dict(counts), dict(counts)
+    step = {gid: multiple_of(by_id[gid].n_units, round_to) for gid in counts}
     for gid, k in counts.items():
-        m = multiple_of(by_id[gid].n_units, round_to)
+        m = step[gid]
         if m > 1:
             up[gid] = min(by_id[gid].n_units, math.ceil(k / m) * m)
             down[gid] = max(1, min(k, (k // m) * m or m))  # below one multiple: the exact count (in budget)
@@ -164,7 +166,6 @@ def _round_within(ctx: ModelContext, groups: list[Group], scores: dict[int, np.n
             current, got = trial, again
     # Closer to the target: move one group up a multiple (and another down one) where that stays
     # within the budget, the move that comes closest to the target first, a bounded number of times.
-    step = {gid: multiple_of(by_id[gid].n_units, round_to) for gid in flexible}
     tries = 0
     while got[0] < CLOSE * exact.target and tries < MAX_SWAPS:
         best_trial: tuple[float, dict[int, int], dict[int, np.ndarray]] | None = None

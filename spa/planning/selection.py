@@ -51,18 +51,17 @@ def check_round_to(round_to: int | str) -> int | str:
     return round_to
 
 
-def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
-    if isinstance(round_to, str):  # "auto" (the only string that validation lets through)
-        round_to = AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1
-    if round_to > 1:
-        n_keep = min(n, math.ceil(n_keep / round_to) * round_to)
-    return max(1, min(n, n_keep))
-
-
 def multiple_of(n: int, round_to: int | str) -> int:
     """The multiple a group of ``n`` units keeps (1: exact counts)."""
     round_to = check_round_to(round_to)
     return (AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1) if isinstance(round_to, str) else round_to
+
+
+def _round_keep(n_keep: int, n: int, round_to: int | str) -> int:
+    m = multiple_of(n, round_to)
+    if m > 1:
+        n_keep = min(n, math.ceil(n_keep / m) * m)
+    return max(1, min(n, n_keep))
 
 
 def kept_for_counts(groups: list[Group], scores: dict[int, np.ndarray], counts: dict[int, int]) -> dict[int, np.ndarray]:
@@ -79,7 +78,8 @@ def unchanged_reason(n: int, ratio: float, round_to: int | str, global_ranking: 
     drop = math.floor(ratio * n)
     if drop == 0:
         return f"ratio {ratio:g} removes floor({ratio:g} x {n}) = 0 of its {n} units"
-    multiple = (AUTO_MULTIPLE if n >= AUTO_MIN_UNITS else 1) if isinstance(round_to, str) else round_to
+    round_to = check_round_to(round_to)
+    multiple = multiple_of(n, round_to)
     if multiple > 1 and _round_keep(n - drop, n, round_to) == n:
         how = f"--round-to {round_to}" + (f" (multiples of {multiple} here)" if isinstance(round_to, str) else "")
         return f"ratio {ratio:g} would remove {drop} of its {n} units; {how} rounds the {n - drop} kept up to all {n}"

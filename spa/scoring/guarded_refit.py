@@ -36,6 +36,7 @@ HOLDOUT = 0.25
 ALPHAS = (1.0, 1e-1, 1e-2, 1e-4)
 #: Fewer rows than this on either side of the split: no choice is possible; the weights stay sliced.
 MIN_ROWS = 4
+#: The members of the family, simplest first.
 KINDS = ("none", "bias", "ridge")
 
 
